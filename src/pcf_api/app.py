@@ -1,0 +1,111 @@
+"""The ASGI application: routes, middleware order and lifespan, assembled from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from pcf_api import __version__
+from pcf_api.config import Settings
+from pcf_api.errors import code_for_status, default_message
+from pcf_api.health import HealthRegistry, Status
+from pcf_api.middleware import (
+    BodyLimitMiddleware,
+    ErrorBoundaryMiddleware,
+    FaultInjectionMiddleware,
+    RequestContextMiddleware,
+    error_response,
+)
+from pcf_api.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+_NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+
+
+async def liveness(_: Request) -> Response:
+    """Liveness: the process answers. It never touches a dependency, so a database outage
+    cannot make Kubernetes restart every pod at once."""
+    return PlainTextResponse("OK", headers=_NO_CACHE)
+
+
+async def readiness(request: Request) -> Response:
+    health: HealthRegistry = request.app.state.health
+    report = health.report()
+    status = Status(report["status"]).http_status
+    return Response(
+        orjson.dumps(report), status_code=status, media_type="application/json", headers=_NO_CACHE
+    )
+
+
+async def version(_: Request) -> Response:
+    return Response(
+        orjson.dumps({"name": "pcf-api", "version": __version__}), media_type="application/json"
+    )
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Router errors (404, 405) in the service's error format."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
+    code = code_for_status(status)
+    return error_response(code, default_message(code), path=request.url.path, headers=headers)
+
+
+def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> Starlette:
+    """Build the application; the server passes ``health`` in to flip readiness on signals."""
+    health = health or HealthRegistry(
+        version=__version__,
+        interval=settings.health.check_interval_seconds,
+        timeout=settings.health.check_timeout_seconds,
+        warn_interval=settings.health.warn_interval_seconds,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        checks = asyncio.create_task(health.run(), name="health-checks")
+        health.mark_started()
+        log.info("application started", environment=settings.environment, version=__version__)
+        try:
+            yield
+        finally:
+            checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checks
+            log.info("application stopped")
+
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(ErrorBoundaryMiddleware),
+        Middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes),
+    ]
+    if settings.testing.delay_seconds > 0:
+        middleware.append(
+            Middleware(
+                FaultInjectionMiddleware,
+                delay_seconds=settings.testing.delay_seconds,
+                paths=settings.testing.delay_paths,
+            )
+        )
+    routes = [
+        Route("/health", liveness, methods=["GET", "HEAD"]),
+        Route("/health/ready", readiness, methods=["GET", "HEAD"]),
+        Route("/version", version, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception},
+    )
+    app.state.health = health
+    return app

@@ -1,0 +1,139 @@
+"""Stable error codes, their HTTP statuses, and the one JSON shape every non-GraphQL error takes.
+
+Clients branch on ``code``; operators search logs by ``trace_id``. Messages are written for
+humans and never carry internals (stack traces, SQL, host names, file paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Every error code the service can return. Adding one is an API change."""
+
+    INVALID_INPUT = "INVALID_INPUT"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    CONFLICT = "CONFLICT"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNPROCESSABLE_ENTITY = "UNPROCESSABLE_ENTITY"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    DATABASE_ERROR = "DATABASE_ERROR"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    TIMEOUT = "TIMEOUT"
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self]
+
+
+_HTTP_STATUS: Mapping[ErrorCode, int] = {
+    ErrorCode.INVALID_INPUT: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNPROCESSABLE_ENTITY: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.DATABASE_ERROR: 503,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+}
+
+_CODE_FOR_STATUS: Mapping[int, ErrorCode] = {
+    400: ErrorCode.INVALID_INPUT,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.UNPROCESSABLE_ENTITY,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+    504: ErrorCode.TIMEOUT,
+}
+
+_DEFAULT_MESSAGE: Mapping[ErrorCode, str] = {
+    ErrorCode.INVALID_INPUT: "The request is malformed.",
+    ErrorCode.UNAUTHORIZED: "Authentication is required.",
+    ErrorCode.FORBIDDEN: "You are not allowed to do this.",
+    ErrorCode.NOT_FOUND: "Not found.",
+    ErrorCode.METHOD_NOT_ALLOWED: "This method is not allowed here.",
+    ErrorCode.CONFLICT: "The request conflicts with the current state.",
+    ErrorCode.PAYLOAD_TOO_LARGE: "The request body is too large.",
+    ErrorCode.UNPROCESSABLE_ENTITY: "The request cannot be processed.",
+    ErrorCode.RATE_LIMITED: "Too many requests.",
+    ErrorCode.INTERNAL_ERROR: "An internal error occurred.",
+    ErrorCode.DATABASE_ERROR: "The database is unavailable.",
+    ErrorCode.SERVICE_UNAVAILABLE: "The service is temporarily unavailable.",
+    ErrorCode.TIMEOUT: "The request took too long.",
+}
+
+
+def code_for_status(status: int) -> ErrorCode:
+    """The error code a bare HTTP status maps to; unknown statuses count as internal errors."""
+    if status in _CODE_FOR_STATUS:
+        return _CODE_FOR_STATUS[status]
+    if 400 <= status < 500:
+        return ErrorCode.INVALID_INPUT
+    return ErrorCode.INTERNAL_ERROR
+
+
+def default_message(code: ErrorCode) -> str:
+    return _DEFAULT_MESSAGE[code]
+
+
+class AppError(Exception):
+    """An error meant for the client: its code, message and extensions are safe to show."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        extensions: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message or default_message(code)
+        self.extensions = dict(extensions or {})
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+
+def utc_timestamp() -> str:
+    """ISO 8601 UTC with millisecond precision, the one timestamp format of the service."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_body(
+    code: ErrorCode,
+    message: str,
+    trace_id: str,
+    *,
+    path: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``{"error": {...}}`` document of every non-GraphQL error response."""
+    error: dict[str, Any] = {
+        "code": code.value,
+        "message": message,
+        "trace_id": trace_id,
+        "timestamp": utc_timestamp(),
+    }
+    if path is not None:
+        error["path"] = path
+    if extensions:
+        error["extensions"] = dict(extensions)
+    return {"error": error}

@@ -1,0 +1,213 @@
+"""One logging pipeline for the service's own logs and every library's (uvicorn included).
+
+structlog and the standard library share the same processors and the same handler, so a line
+looks the same whoever wrote it: in JSON, one object with ``timestamp`` (ISO 8601 UTC),
+``level``, ``module``, ``trace_id`` and ``message``.
+
+Redaction is done twice. Fields whose names say they hold credentials are replaced while the
+event is still structured, and then the finished line is scrubbed of every configured secret
+value and of the credential headers of the current request. The second pass is what makes it a
+guarantee: it sees the exact bytes that are written, whichever logger produced them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+
+_SENSITIVE_FIELD = re.compile(
+    r"(authorization|cookie|password|passwd|secret|token|api[_-]?key|credential)", re.IGNORECASE
+)
+_CREDENTIAL_SCHEME = re.compile(r"\b(Bearer|Basic|Digest)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+_LEVEL_NAMES = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARN",
+    "warn": "WARN",
+    "error": "ERROR",
+    "exception": "ERROR",
+    "critical": "FATAL",
+    "fatal": "FATAL",
+}
+
+# Credential header values of the request being served, scrubbed from every line it logs.
+request_credentials: ContextVar[tuple[str, ...]] = ContextVar("request_credentials", default=())
+
+
+class SecretScrubber:
+    """Replaces known secret values, in raw and JSON-escaped form, in finished log lines."""
+
+    def __init__(self) -> None:
+        self._needles: tuple[str, ...] = ()
+
+    def set_secrets(self, values: Iterable[str]) -> None:
+        self._needles = _needles_for(values)
+
+    def scrub(self, line: str) -> str:
+        for needle in self._needles + _needles_for(request_credentials.get()):
+            if needle in line:
+                line = line.replace(needle, REDACTED)
+        return _CREDENTIAL_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", line)
+
+
+def _needles_for(values: Iterable[str]) -> tuple[str, ...]:
+    needles: set[str] = set()
+    for value in values:
+        if not value:
+            continue
+        needles.add(value)
+        needles.add(orjson.dumps(value).decode()[1:-1])
+    return tuple(sorted(needles, key=len, reverse=True))
+
+
+scrubber = SecretScrubber()
+
+
+class _ScrubbingFormatter(structlog.stdlib.ProcessorFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrubber.scrub(super().format(record))
+
+
+def _redact_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if key not in {"message", "event"} and _SENSITIVE_FIELD.search(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, Mapping):
+            event_dict[key] = _redact_mapping(value)
+    return event_dict
+
+
+def _redact_mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: REDACTED
+        if _SENSITIVE_FIELD.search(str(key))
+        else _redact_mapping(value)
+        if isinstance(value, Mapping)
+        else value
+        for key, value in mapping.items()
+    }
+
+
+def _add_level(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    name = record.levelname.lower() if record is not None else method_name
+    event_dict["level"] = _LEVEL_NAMES.get(name, name.upper())
+    return event_dict
+
+
+def _add_module(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict.setdefault("module", record.name)
+    else:
+        event_dict.setdefault("module", event_dict.pop("logger", None) or "pcf_api")
+    event_dict.pop("logger", None)
+    return event_dict
+
+
+def _ensure_trace_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.setdefault("trace_id", None)
+    return event_dict
+
+
+_LEADING_KEYS = ("timestamp", "level", "module", "trace_id", "message")
+
+
+def _order_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The five fields every line has come first, so lines read alike in any viewer."""
+    ordered = {key: event_dict.pop(key, None) for key in _LEADING_KEYS}
+    ordered.update(event_dict)
+    return ordered
+
+
+def _orjson_dumps(event_dict: MutableMapping[str, Any], **_: Any) -> str:
+    return orjson.dumps(event_dict, default=str).decode()
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        _add_level,
+        _add_module,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _ensure_trace_id,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        _redact_fields,
+    ]
+
+
+def configure_logging(
+    *,
+    level: str = "INFO",
+    log_format: str = "json",
+    module_levels: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and the standard library into one handler; safe to call again."""
+    scrubber.set_secrets(secrets)
+    renderer: Processor
+    final: list[Processor]
+    if log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        final = [structlog.processors.format_exc_info]
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        final = [
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("message"),
+            _order_keys,
+        ]
+
+    formatter = _ScrubbingFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *final,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        library_logger = logging.getLogger(name)
+        library_logger.handlers.clear()
+        library_logger.propagate = True
+        library_logger.setLevel(logging.NOTSET)
+    for name, module_level in (module_levels or {}).items():
+        logging.getLogger(name).setLevel(module_level)
+    logging.captureWarnings(True)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,40 @@
+"""W3C trace context: the trace id every log line and error of a request carries.
+
+An incoming ``traceparent`` header is honoured so a request can be followed across services;
+otherwise a fresh random trace id is made. https://www.w3.org/TR/trace-context/#traceparent-header
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from contextvars import ContextVar
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_INVALID_TRACE_ID = "0" * 32
+_INVALID_PARENT_ID = "0" * 16
+
+current_trace_id: ContextVar[str | None] = ContextVar("current_trace_id", default=None)
+
+
+def new_trace_id() -> str:
+    return secrets.token_hex(16)
+
+
+def trace_id_from_traceparent(header: str | None) -> str | None:
+    """The trace id of a valid ``traceparent`` header, else None (the caller makes a new one)."""
+    if not header:
+        return None
+    match = _TRACEPARENT.match(header.strip())
+    if match is None:
+        return None
+    version, trace_id, parent_id, _flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    if trace_id == _INVALID_TRACE_ID or parent_id == _INVALID_PARENT_ID:
+        return None
+    return trace_id
+
+
+def trace_id_for_request(traceparent: str | None) -> str:
+    return trace_id_from_traceparent(traceparent) or new_trace_id()

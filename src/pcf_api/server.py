@@ -1,0 +1,154 @@
+"""Process lifecycle: bind, serve, drain on SIGTERM/SIGINT, shut down gracefully, say why it exits.
+
+Shutdown sequence, as Kubernetes needs it:
+
+1. the signal arrives: readiness answers 503 at once, requests are still served;
+2. after ``server.drain_seconds`` (load balancers have stopped routing here) the listener closes,
+   so new connections are refused;
+3. in-flight requests finish, for at most ``server.shutdown_timeout`` seconds;
+4. the application's shutdown runs (background tasks stop, telemetry is flushed);
+5. the reason is logged and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import socket
+import time
+from types import FrameType
+
+import uvicorn
+
+from pcf_api.app import create_app
+from pcf_api.config import Settings
+from pcf_api.health import HealthRegistry
+from pcf_api.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain period between the signal and closing the listener."""
+
+    def __init__(
+        self, config: uvicorn.Config, *, health: HealthRegistry, drain_seconds: float
+    ) -> None:
+        super().__init__(config)
+        self.health = health
+        self.drain_seconds = drain_seconds
+        self.exit_signal: str | None = None
+        self._drain_until = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal handler: flip readiness, then leave logging to the event loop.
+        # Unlike uvicorn's own handler it does not re-raise the signal after shutdown, so a
+        # graceful stop exits 0.
+        name = signal.Signals(sig).name
+        if self.exit_signal is None:
+            self.exit_signal = name
+            self.health.begin_shutdown()
+            self._drain_until = time.monotonic() + self.drain_seconds
+            self._call_in_loop(self._log_drain_start)
+        else:
+            self.force_exit = True
+            self.should_exit = True
+            self._call_in_loop(self._log_forced, name)
+
+    def _call_in_loop(self, callback: object, *args: object) -> None:
+        if self._loop is not None and callable(callback):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _log_drain_start(self) -> None:
+        log.info(
+            "shutdown requested; draining",
+            signal=self.exit_signal,
+            drain_seconds=self.drain_seconds,
+        )
+
+    def _log_forced(self, name: str) -> None:
+        log.error("second signal; forcing exit without waiting for requests", signal=name)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.exit_signal and not self.should_exit and time.monotonic() >= self._drain_until:
+            log.info("drain finished; closing the listener", signal=self.exit_signal)
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn starts so a taken port is reported plainly, once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(settings: Settings, *, version: str) -> int:
+    """Serve until a signal or a failure; return the process exit code."""
+    health = HealthRegistry(
+        version=version,
+        interval=settings.health.check_interval_seconds,
+        timeout=settings.health.check_timeout_seconds,
+        warn_interval=settings.health.warn_interval_seconds,
+    )
+    app = create_app(settings, health=health)
+    host, port = settings.server.host, settings.server.port
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        log.critical("cannot listen", host=host, port=port, reason=exc.strerror, errno=exc.errno)
+        return EXIT_FAILURE
+
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout),
+        timeout_keep_alive=5,
+    )
+    server = DrainingServer(config, health=health, drain_seconds=settings.server.drain_seconds)
+    log.info("listening", host=host, port=port, environment=settings.environment, version=version)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        log.critical("start-up failed; see the error above", host=host, port=port)
+        return EXIT_FAILURE
+    except Exception:
+        log.critical("server failed", exc_info=True)
+        return EXIT_FAILURE
+    finally:
+        sock.close()
+
+    if not server.started:
+        log.critical("start-up failed; see the error above", host=host, port=port)
+        return EXIT_FAILURE
+    if server.force_exit:
+        log.error(
+            "stopped without waiting for in-flight requests",
+            signal=server.exit_signal,
+            exit_code=EXIT_FAILURE,
+        )
+        return EXIT_FAILURE
+    reason = f"received {server.exit_signal}" if server.exit_signal else "server loop ended"
+    log.info("stopped", reason=reason, signal=server.exit_signal, exit_code=EXIT_OK)
+    return EXIT_OK
