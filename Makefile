@@ -43,7 +43,6 @@ test-fast: $(VENV)/.dev ## unit tests only
 test: lint $(VENV)/.dev ## the whole suite: lint, unit, integration, coverage gates
 	rm -f .coverage .coverage.*
 	$(BIN)/pytest --cov --cov-report= -q
-	$(BIN)/coverage combine -q || true
 	$(BIN)/coverage report
 	$(BIN)/python scripts/coverage_gate.py
 

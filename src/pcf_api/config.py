@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -79,8 +79,10 @@ class LogSettings(Section):
     @classmethod
     def _levels(cls, value: Any) -> Any:
         if isinstance(value, str):
-            pairs = (item.split("=", 1) for item in _split_list(value))
-            value = {name.strip(): level for name, level in (p for p in pairs if len(p) == 2)}
+            pairs = [item.split("=", 1) for item in _split_list(value)]
+            if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+                raise ValueError("expected comma-separated name=LEVEL pairs")
+            value = {name.strip(): level for name, level in pairs}
         if isinstance(value, Mapping):
             return {name: _normalise_level(level) for name, level in value.items()}
         return value
@@ -145,9 +147,13 @@ class Settings(Section):
         """Every configured secret, for log redaction. Includes the database password alone."""
         values = [secret.get_secret_value() for _, secret in _secret_fields(self)]
         if self.database.url is not None:
-            password = urlsplit(self.database.url.get_secret_value()).password
+            try:
+                password = urlsplit(self.database.url.get_secret_value()).password
+            except ValueError:  # not parseable as a URL; the whole value is still listed
+                password = None
             if password:
-                values.append(password)
+                # As written in the URL (percent-encoded) and as the driver will use it.
+                values.extend(dict.fromkeys([password, unquote(password)]))
         return [value for value in values if value]
 
 
@@ -213,9 +219,11 @@ def load_settings(
     problems: list[str] = []
     toml_layer = _toml_layer(config_file, problems) if config_file else {}
     env_layer = _env_layer(environ, problems)
-    cli_layer: Layer = {
-        key: (value, Source("cli", _cli_flag(key))) for key, value in (cli or {}).items()
-    }
+    cli_layer: Layer = {}
+    for key, value in (cli or {}).items():
+        source = Source("cli", _cli_flag(key))
+        if _check_key(key, source, problems):
+            cli_layer[key] = (value, source)
     if problems:
         raise ConfigError(problems)
 
@@ -305,8 +313,19 @@ def _secret_fields(settings: Settings) -> Iterable[tuple[str, SecretStr]]:
             yield key, value
 
 
+# The flags `pcf-api serve` and `pcf-api config show` map onto keys (see cli.py), so that a
+# problem names the flag that was typed; other keys given through ``cli=`` get a derived name.
+CLI_FLAGS: Mapping[str, str] = {
+    "environment": "--environment",
+    "server.host": "--host",
+    "server.port": "--port",
+    "log.level": "--log-level",
+    "log.format": "--log-format",
+}
+
+
 def _cli_flag(key: str) -> str:
-    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+    return CLI_FLAGS.get(key) or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def _pick_environment(layers: list[Layer]) -> str:
@@ -331,6 +350,9 @@ def _toml_layer(path: Path, problems: list[str]) -> Layer:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         problems.append(f"config file {path}: cannot be read ({exc.strerror})")
+        return {}
+    except UnicodeDecodeError:
+        problems.append(f"config file {path}: not UTF-8 text")
         return {}
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"config file {path}: invalid TOML ({exc})")
@@ -379,6 +401,7 @@ def _resolve_secret_files(merged: Layer, problems: list[str]) -> dict[str, Any]:
             if key.endswith(FILE_SUFFIX):
                 flat[key] = value
                 flat[base] = _read_secret_file(key, Path(str(value)), source, problems)
+                merged[base] = (flat[base], source)  # the secret comes from where its path did
             else:
                 flat[key] = value
             continue
@@ -391,7 +414,7 @@ def _resolve_secret_files(merged: Layer, problems: list[str]) -> dict[str, Any]:
         elif _LAYER_RANK[path_source.layer] > _LAYER_RANK[value_source.layer]:
             flat[file_key] = path
             flat[base] = _read_secret_file(file_key, Path(str(path)), path_source, problems)
-            merged.pop(base)
+            merged[base] = (flat[base], path_source)
         else:
             flat[base] = value
             merged.pop(file_key)
@@ -406,6 +429,9 @@ def _read_secret_file(key: str, path: Path, source: Source, problems: list[str])
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         problems.append(f"{key} ({source}): cannot read secret file {path} ({exc.strerror})")
+        return None
+    except UnicodeDecodeError:  # its message quotes the offending bytes: part of the secret
+        problems.append(f"{key} ({source}): secret file {path} is not UTF-8 text")
         return None
 
 

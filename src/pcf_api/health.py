@@ -151,19 +151,25 @@ class HealthRegistry:
             await asyncio.wait_for(reg.check(), timeout=self._timeout)
         except TimeoutError:
             failure, reason = "timeout", f"no answer within {self._timeout:g} s"
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the registry itself is being stopped
+            failure, reason = "error", "the check was cancelled"
         except Exception as exc:  # noqa: BLE001 - any failure of a check means the service is down
             failure, reason = "error", _describe(exc)
         latency_ms = round((self._clock() - began) * 1000, 2)
         previous = reg.result
-        reg.result = CheckResult(failure is None, latency_ms, utc_timestamp(), failure)
-        self._log_transition(reg, previous, reason)
+        reg.result = result = CheckResult(failure is None, latency_ms, utc_timestamp(), failure)
+        self._log_transition(reg, previous, result, reason)
 
     def _log_transition(
-        self, reg: _Registration, previous: CheckResult | None, reason: str
+        self,
+        reg: _Registration,
+        previous: CheckResult | None,
+        result: CheckResult,
+        reason: str,
     ) -> None:
-        result = reg.result
-        if result is None:
-            return
         was_up = previous.up if previous is not None else None
         if result.up:
             if was_up is False:

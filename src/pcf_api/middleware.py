@@ -7,6 +7,7 @@ limit → fault injection (tests only) → routes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +24,7 @@ from pcf_api.observability.logging import get_logger, request_credentials
 from pcf_api.observability.tracecontext import current_trace_id, trace_id_for_request
 
 access_log = get_logger("pcf_api.access")
+_access_level_check = logging.getLogger("pcf_api.access")
 log = get_logger(__name__)
 
 _CREDENTIAL_HEADERS = (b"authorization", b"cookie", b"proxy-authorization")
@@ -90,7 +93,12 @@ class RequestContextMiddleware:
     @staticmethod
     def _log_access(scope: Scope, status: int, started: float) -> None:
         path = scope["path"]
-        emit = access_log.debug if path in _QUIET_PATHS and status < 500 else access_log.info
+        quiet = path in _QUIET_PATHS and status < 500
+        # Probes arrive every few seconds from every kubelet: log them at DEBUG, and skip
+        # building the event at all when DEBUG is off.
+        if quiet and not _access_level_check.isEnabledFor(logging.DEBUG):
+            return
+        emit = access_log.debug if quiet else access_log.info
         client = scope.get("client")
         emit(
             "request",
@@ -149,6 +157,9 @@ class ErrorBoundaryMiddleware:
                 headers=exc.headers,
             )
             await response(scope, receive, send)
+        except ClientDisconnect:
+            # The client went away mid-request: nobody to answer, nothing broken here.
+            log.info("client disconnected", path=scope["path"], method=scope["method"])
         except Exception:
             log.exception("unhandled error", path=scope["path"], method=scope["method"])
             if response_started:
@@ -172,9 +183,12 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            # ASCII digits only: str.isdigit alone accepts "²", which int() then refuses.
+            if not (declared.isascii() and declared.isdigit()):
                 raise AppError(ErrorCode.INVALID_INPUT, "Content-Length is not a number.")
-            if int(declared) > self.max_body_bytes:
+            # Compared by length first, since int() refuses numbers of over 4300 digits.
+            digits = declared.lstrip("0") or "0"
+            if len(digits) > len(str(self.max_body_bytes)) or int(digits) > self.max_body_bytes:
                 raise self._too_large()
         received = 0
 

@@ -139,6 +139,15 @@ def run(settings: Settings, *, version: str) -> int:
     finally:
         sock.close()
 
+    return exit_code(server, host=host, port=port)
+
+
+def exit_code(server: DrainingServer, *, host: str, port: int) -> int:
+    """Log why the server stopped and pick the exit code.
+
+    A function of its own so it runs in a fresh frame: coverage.py's tracer loses the frame
+    that was suspended across uvicorn's run, and these lines must stay measured.
+    """
     if not server.started:
         log.critical("start-up failed; see the error above", host=host, port=port)
         return EXIT_FAILURE

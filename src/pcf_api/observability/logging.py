@@ -46,28 +46,48 @@ request_credentials: ContextVar[tuple[str, ...]] = ContextVar("request_credentia
 
 
 class SecretScrubber:
-    """Replaces known secret values, in raw and JSON-escaped form, in finished log lines."""
+    """Replaces known secret values, raw and in every escaped form, in finished log lines."""
 
     def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
         self._needles: tuple[str, ...] = ()
 
     def set_secrets(self, values: Iterable[str]) -> None:
-        self._needles = _needles_for(values)
+        self._secrets = tuple(values)
+        self._needles = _needles_for(self._secrets)
 
     def scrub(self, line: str) -> str:
-        for needle in self._needles + _needles_for(request_credentials.get()):
+        request = request_credentials.get()
+        # One list, longest first, so a short value never splits a longer one it is part of.
+        needles = _needles_for((*self._secrets, *request)) if request else self._needles
+        for needle in needles:
             if needle in line:
                 line = line.replace(needle, REDACTED)
-        return _CREDENTIAL_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", line)
+        line = _CREDENTIAL_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", line)
+        # A replacement can itself complete a needle: a secret that is part of the marker, or one
+        # that forms again across the marker's edge. Cutting them out shortens the line each
+        # round, so this ends, and it ends with none left.
+        while any(needle in line for needle in needles):
+            for needle in needles:
+                line = line.replace(needle, "")
+        return line
 
 
 def _needles_for(values: Iterable[str]) -> tuple[str, ...]:
+    """Each value as written raw, as ``repr`` writes it (console values, ``%r``, tracebacks),
+    and each of those as a JSON string escapes it."""
     needles: set[str] = set()
     for value in values:
         if not value:
             continue
-        needles.add(value)
-        needles.add(orjson.dumps(value).decode()[1:-1])
+        # Inside a repr, ' is escaped when the quotes are ' and left alone when they are ";
+        # the latter only happens for text without a ".
+        forms = {value, repr(value + '"')[1:-2]}
+        if '"' not in value:
+            forms.add(repr(value + "'")[1:-2])
+        for form in forms:
+            needles.add(form)
+            needles.add(orjson.dumps(form).decode()[1:-1])
     return tuple(sorted(needles, key=len, reverse=True))
 
 
@@ -83,20 +103,23 @@ def _redact_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     for key, value in event_dict.items():
         if key not in {"message", "event"} and _SENSITIVE_FIELD.search(key):
             event_dict[key] = REDACTED
-        elif isinstance(value, Mapping):
-            event_dict[key] = _redact_mapping(value)
+        elif isinstance(value, Mapping | list | tuple):
+            event_dict[key] = _redact_value(value)
     return event_dict
 
 
-def _redact_mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: REDACTED
-        if _SENSITIVE_FIELD.search(str(key))
-        else _redact_mapping(value)
-        if isinstance(value, Mapping)
-        else value
-        for key, value in mapping.items()
-    }
+def _redact_value(value: Any) -> Any:
+    """Sensitive keys of mappings at any depth, lists and tuples included."""
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if _SENSITIVE_FIELD.search(str(key)) else _redact_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_value(item) for item in value)
+    return value
 
 
 def _add_level(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -132,7 +155,21 @@ def _order_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 
 def _orjson_dumps(event_dict: MutableMapping[str, Any], **_: Any) -> str:
-    return orjson.dumps(event_dict, default=str).decode()
+    try:
+        return orjson.dumps(event_dict, default=str).decode()
+    except orjson.JSONEncodeError:
+        # A value orjson refuses (keys that are not text, an integer over 64 bits, too deep)
+        # must not cost the line, nor send the unscrubbed event to stderr via handleError.
+        safe = {str(key): _dumpable(value) for key, value in event_dict.items()}
+        return orjson.dumps(safe, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _dumpable(value: Any) -> Any:
+    try:
+        orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return repr(value)
+    return value
 
 
 def _shared_processors() -> list[Processor]:

@@ -6,8 +6,8 @@ otherwise a fresh random trace id is made. https://www.w3.org/TR/trace-context/#
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from contextvars import ContextVar
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
@@ -18,7 +18,9 @@ current_trace_id: ContextVar[str | None] = ContextVar("current_trace_id", defaul
 
 
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    """128 random bits, never the all-zero invalid id. Trace ids need uniqueness, not secrecy,
+    so the fast non-cryptographic generator is enough (OpenTelemetry's SDK does the same)."""
+    return f"{random.getrandbits(128) or 1:032x}"
 
 
 def trace_id_from_traceparent(header: str | None) -> str | None:

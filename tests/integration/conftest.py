@@ -1,0 +1,28 @@
+"""Fixtures for tests that run real `pcf-api` processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.servers import ServerProcess, start_server
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start servers with `server_factory(env, *args)`; any still running are killed at the end."""
+    started: list[ServerProcess] = []
+
+    def factory(env: Mapping[str, str], *args: str) -> ServerProcess:
+        server = start_server(tmp_path, env, *args)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()

@@ -1,0 +1,171 @@
+"""Process lifecycle of a real `pcf-api serve`: drain on SIGTERM, graceful exit, clear failures."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from support.servers import DEV_JSON
+
+IN_FLIGHT = 20
+DELAY = 4.0
+DRAIN = 2.0
+
+
+def _connection_refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_sigterm_drains_then_refuses_new_connections_and_finishes_in_flight_requests(
+    server_factory,
+):
+    server = server_factory(
+        {
+            **DEV_JSON,
+            "PCF_SERVER__DRAIN_SECONDS": str(DRAIN),
+            "PCF_SERVER__SHUTDOWN_TIMEOUT": "20",
+            "PCF_TESTING__DELAY_SECONDS": str(DELAY),
+            "PCF_TESTING__DELAY_PATHS": "/version",
+        }
+    )
+    server.wait_until_ready()
+    assert httpx.get(f"{server.url}/health/ready").status_code == 200
+
+    def slow_request(_: int) -> int:
+        # One connection per request, like 20 separate clients.
+        with httpx.Client(timeout=30) as client:
+            return client.get(f"{server.url}/version").status_code
+
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(slow_request, i) for i in range(IN_FLIGHT)]
+        time.sleep(0.7)  # all 20 are inside the delayed route now
+        server.terminate()
+        signalled = time.monotonic()
+
+        during_drain = httpx.get(f"{server.url}/health/ready", timeout=2)
+        assert time.monotonic() - signalled < DRAIN
+        assert during_drain.status_code == 503
+        assert during_drain.json()["status"] == "unhealthy"
+        assert httpx.get(f"{server.url}/health", timeout=2).status_code == 200
+
+        time.sleep(max(0.0, signalled + DRAIN + 0.5 - time.monotonic()))
+        assert not any(f.done() for f in futures), "requests finished before the listener closed"
+        assert _connection_refused(server.port)
+
+        statuses = [future.result(timeout=30) for future in futures]
+    assert statuses == [200] * IN_FLIGHT
+    assert time.monotonic() - started >= DELAY
+
+    assert server.wait(timeout=30) == 0
+    lines = server.log_lines()
+    assert lines[-1]["message"] == "stopped"
+    assert lines[-1]["signal"] == "SIGTERM"
+    assert lines[-1]["level"] == "INFO"
+
+
+def test_sigint_also_stops_gracefully_with_exit_code_zero(server_factory):
+    server = server_factory(DEV_JSON)
+    server.wait_until_ready()
+    server.terminate(signal.SIGINT)
+    assert server.wait(timeout=20) == 0
+    assert server.log_lines()[-1]["signal"] == "SIGINT"
+
+
+def test_port_in_use_is_one_fatal_line_and_a_nonzero_exit(server_factory):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = server_factory({**DEV_JSON, "PCF_SERVER__PORT": str(port)})
+        assert server.wait(timeout=20) == 1
+    fatal = [line for line in server.log_lines() if line["level"] == "FATAL"]
+    assert len(fatal) == 1
+    assert fatal[0]["message"] == "cannot listen"
+    assert fatal[0]["port"] == port
+    assert "in use" in fatal[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PCF_ENVIRONMENT": "production"}, "database.url"),
+        ({"PCF_ENVIRONMENT": "development", "PCF_SERVER__PORT": "eighty"}, "PCF_SERVER__PORT"),
+        (
+            {"PCF_ENVIRONMENT": "production", "PCF_AUTH__DEMO_USER": "alice"},
+            "auth.demo_user (env PCF_AUTH__DEMO_USER)",
+        ),
+    ],
+)
+def test_unusable_configuration_logs_one_fatal_json_line_and_exits_2(server_factory, env, named):
+    server = server_factory(env)
+    assert server.wait(timeout=20) == 2
+    lines = server.log_lines()
+    assert len(lines) == 1
+    assert lines[0]["level"] == "FATAL"
+    assert named in lines[0]["message"]
+
+
+def test_production_with_safe_settings_starts(server_factory, tmp_path):
+    secret_file = tmp_path / "hs256"
+    secret_file.write_text("x" * 48 + "\n")
+    server = server_factory(
+        {
+            "PCF_ENVIRONMENT": "production",
+            "PCF_SERVER__HOST": "127.0.0.1",
+            "PCF_SERVER__DRAIN_SECONDS": "0",
+            "PCF_DATABASE__URL": "postgresql+asyncpg://pcf@127.0.0.1/pcf",
+            "PCF_AUTH__HS256_SECRET_FILE": str(secret_file),
+        }
+    )
+    server.wait_until_ready()
+    server.terminate()
+    assert server.wait(timeout=20) == 0
+    assert all(line["level"] != "FATAL" for line in server.log_lines())
+
+
+def test_a_second_signal_stops_at_once_with_exit_code_1_and_says_so(server_factory):
+    server = server_factory(
+        {
+            **DEV_JSON,
+            "PCF_SERVER__DRAIN_SECONDS": "30",
+            "PCF_TESTING__DELAY_SECONDS": "30",
+            "PCF_TESTING__DELAY_PATHS": "/version",
+        }
+    )
+    server.wait_until_ready()
+    server.terminate()
+    time.sleep(0.5)
+    server.terminate(signal.SIGINT)
+    started = time.monotonic()
+    assert server.wait(timeout=20) == 1
+    assert time.monotonic() - started < 10
+    last = server.log_lines()[-1]
+    assert (last["level"], last["message"]) == (
+        "ERROR",
+        "stopped without waiting for in-flight requests",
+    )
+    assert any(line["message"].startswith("second signal") for line in server.log_lines())
+
+
+def test_serves_on_ipv6_loopback(server_factory):
+    server = server_factory({**DEV_JSON, "PCF_SERVER__HOST": "::1"})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"http://[::1]:{server.port}/health", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    assert response.status_code == 200
+    server.terminate()
+    assert server.wait(timeout=20) == 0
