@@ -28,6 +28,10 @@ class ErrorCode(StrEnum):
     DATABASE_ERROR = "DATABASE_ERROR"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     TIMEOUT = "TIMEOUT"
+    QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+    QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
 
     @property
     def http_status(self) -> int:
@@ -48,6 +52,10 @@ _HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.DATABASE_ERROR: 503,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.QUERY_TOO_DEEP: 400,
+    ErrorCode.QUERY_TOO_COMPLEX: 400,
+    ErrorCode.TOO_MANY_ALIASES: 400,
+    ErrorCode.QUERY_TOO_LARGE: 400,
 }
 
 _CODE_FOR_STATUS: Mapping[int, ErrorCode] = {
@@ -78,6 +86,10 @@ _DEFAULT_MESSAGE: Mapping[ErrorCode, str] = {
     ErrorCode.DATABASE_ERROR: "The database is unavailable.",
     ErrorCode.SERVICE_UNAVAILABLE: "The service is temporarily unavailable.",
     ErrorCode.TIMEOUT: "The request took too long.",
+    ErrorCode.QUERY_TOO_DEEP: "The query is nested too deeply.",
+    ErrorCode.QUERY_TOO_COMPLEX: "The query is too complex.",
+    ErrorCode.TOO_MANY_ALIASES: "The query uses too many aliases.",
+    ErrorCode.QUERY_TOO_LARGE: "The query document is too large.",
 }
 
 

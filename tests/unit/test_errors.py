@@ -31,6 +31,10 @@ SPEC_STATUS = {
     "DATABASE_ERROR": 503,
     "SERVICE_UNAVAILABLE": 503,
     "TIMEOUT": 504,
+    "QUERY_TOO_DEEP": 400,
+    "QUERY_TOO_COMPLEX": 400,
+    "TOO_MANY_ALIASES": 400,
+    "QUERY_TOO_LARGE": 400,
 }
 
 ISO_UTC_MILLIS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

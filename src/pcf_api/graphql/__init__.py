@@ -1,0 +1,1 @@
+"""The GraphQL API: schema, resolvers, transport over HTTP and WebSocket, query limits."""

@@ -1,0 +1,1 @@
+"""Persistence: the note store, database engine and migrations, and the events broker."""
