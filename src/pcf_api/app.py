@@ -17,6 +17,7 @@ from starlette.routing import Route
 from pcf_api import __version__
 from pcf_api.config import Settings
 from pcf_api.errors import code_for_status, default_message
+from pcf_api.graphql.api import NotesAPI
 from pcf_api.health import HealthRegistry, Status
 from pcf_api.middleware import (
     BodyLimitMiddleware,
@@ -70,10 +71,17 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         warn_interval=settings.health.warn_interval_seconds,
     )
 
+    # The notes API needs a database; without one configured (unit tests of the core) the
+    # service is just its health endpoints. Configuration requires one outside development.
+    notes_api = NotesAPI(settings, health) if settings.database.url is not None else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if notes_api is not None:
+            await notes_api.start()
+        else:
+            health.mark_started()
         checks = asyncio.create_task(health.run(), name="health-checks")
-        health.mark_started()
         log.info("application started", environment=settings.environment, version=__version__)
         try:
             yield
@@ -81,6 +89,8 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
             checks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checks
+            if notes_api is not None:
+                await notes_api.stop()
             log.info("application stopped")
 
     middleware = [
@@ -100,6 +110,7 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         Route("/health", liveness, methods=["GET", "HEAD"]),
         Route("/health/ready", readiness, methods=["GET", "HEAD"]),
         Route("/version", version, methods=["GET"]),
+        *(notes_api.routes() if notes_api is not None else []),
     ]
     app = Starlette(
         routes=routes,
@@ -108,4 +119,5 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         exception_handlers={HTTPException: http_exception},
     )
     app.state.health = health
+    app.state.notes_api = notes_api
     return app

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(show)
     show.add_argument("--format", dest="output_format", choices=["text", "json"], default="text")
 
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
+    _add_settings_flags(migrate)
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -68,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "config":
         return _config_show(args)
+    if args.command == "migrate":
+        return _migrate(args)
     return _serve(args)
 
 
@@ -121,22 +126,38 @@ def _config_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from pcf_api import __version__
-    from pcf_api.observability.logging import configure_logging
-    from pcf_api.server import run
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pcf_api.store.migrate import run_migrations
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_CONFIG
-    settings = loaded.settings
+    _configure_from(loaded.settings)
+    return asyncio.run(run_migrations(loaded.settings.database))
+
+
+def _configure_from(settings: Any) -> None:
+    from pcf_api.observability.logging import configure_logging
+
     configure_logging(
         level=settings.log.level,
         log_format=settings.log.format,
         module_levels=settings.log.levels,
         secrets=settings.secret_values(),
     )
-    return run(settings, version=__version__)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pcf_api import __version__
+    from pcf_api.server import run
+
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_CONFIG
+    _configure_from(loaded.settings)
+    return run(loaded.settings, version=__version__)
 
 
 def entrypoint() -> None:

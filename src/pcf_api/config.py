@@ -97,6 +97,34 @@ class HealthSettings(Section):
 class DatabaseSettings(Section):
     url: SecretStr | None = None
     url_file: Path | None = None
+    pool_size: int = Field(10, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=200)
+    pool_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    statement_timeout_seconds: float = Field(20.0, gt=0, le=300)
+    retry_initial_seconds: float = Field(1.0, gt=0, le=60)
+    retry_max_seconds: float = Field(60.0, gt=0, le=600)
+    auto_migrate: bool = False
+
+
+class GraphQLSettings(Section):
+    max_depth: int = Field(15, ge=1, le=50)
+    max_complexity: int = Field(1000, ge=1)
+    max_aliases: int = Field(10, ge=0)
+    max_tokens: int = Field(2000, ge=10)
+    max_document_bytes: int = Field(100_000, ge=100)
+    document_cache_size: int = Field(1000, ge=0)
+    introspection: bool = False
+    graphiql: bool = False
+    execution_timeout_seconds: float = Field(25.0, gt=0, le=300)
+    max_subscriptions: int = Field(1000, ge=0)
+    max_subscriptions_per_client: int = Field(10, ge=0)
+    subscription_idle_timeout_seconds: float = Field(1800.0, gt=0)
+
+
+class EventsSettings(Section):
+    backend: Literal["auto", "memory", "postgres", "redis"] = "auto"
+    redis_url: SecretStr | None = None
 
 
 class AuthSettings(Section):
@@ -134,6 +162,8 @@ class Settings(Section):
     log: LogSettings = LogSettings()
     health: HealthSettings = HealthSettings()
     database: DatabaseSettings = DatabaseSettings()
+    graphql: GraphQLSettings = GraphQLSettings()
+    events: EventsSettings = EventsSettings()
     auth: AuthSettings = AuthSettings()
     authz: AuthzSettings = AuthzSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -163,6 +193,9 @@ PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "log.format": "console",
         "auth.demo_user": "demo",
         "database.url": "sqlite+aiosqlite:///./data/pcf-api.db",
+        "database.auto_migrate": True,
+        "graphql.introspection": True,
+        "graphql.graphiql": True,
     },
     "staging": {"server.host": "0.0.0.0", "log.format": "json"},
     "production": {"server.host": "0.0.0.0", "log.format": "json"},

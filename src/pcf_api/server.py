@@ -17,6 +17,7 @@ import math
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
 
 import uvicorn
@@ -36,11 +37,17 @@ class DrainingServer(uvicorn.Server):
     """uvicorn's server with a drain period between the signal and closing the listener."""
 
     def __init__(
-        self, config: uvicorn.Config, *, health: HealthRegistry, drain_seconds: float
+        self,
+        config: uvicorn.Config,
+        *,
+        health: HealthRegistry,
+        drain_seconds: float,
+        before_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(config)
         self.health = health
         self.drain_seconds = drain_seconds
+        self.before_close = before_close
         self.exit_signal: str | None = None
         self._drain_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,6 +88,8 @@ class DrainingServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if self.exit_signal and not self.should_exit and time.monotonic() >= self._drain_until:
             log.info("drain finished; closing the listener", signal=self.exit_signal)
+            if self.before_close is not None:
+                await self.before_close()
             self.should_exit = True
         return await super().on_tick(counter)
 
@@ -125,8 +134,15 @@ def run(settings: Settings, *, version: str) -> int:
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout),
         timeout_keep_alive=5,
+        ws_max_size=1_048_576,  # subscription messages are capped at 1 MiB
     )
-    server = DrainingServer(config, health=health, drain_seconds=settings.server.drain_seconds)
+    notes_api = app.state.notes_api
+    server = DrainingServer(
+        config,
+        health=health,
+        drain_seconds=settings.server.drain_seconds,
+        before_close=notes_api.close_subscriptions if notes_api is not None else None,
+    )
     log.info("listening", host=host, port=port, environment=settings.environment, version=version)
     try:
         server.run(sockets=[sock])

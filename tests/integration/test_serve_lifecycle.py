@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from support.servers import DEV_JSON
+from support.databases import postgres_database
+from support.servers import DEV_JSON, PCF_API, clean_environ
 
 IN_FLIGHT = 20
 DELAY = 4.0
@@ -115,22 +117,38 @@ def test_unusable_configuration_logs_one_fatal_json_line_and_exits_2(server_fact
     assert named in lines[0]["message"]
 
 
-def test_production_with_safe_settings_starts(server_factory, tmp_path):
+def test_production_serves_only_once_the_schema_is_migrated(server_factory, tmp_path):
     secret_file = tmp_path / "hs256"
     secret_file.write_text("x" * 48 + "\n")
-    server = server_factory(
-        {
+    with postgres_database() as url:
+        env = {
             "PCF_ENVIRONMENT": "production",
             "PCF_SERVER__HOST": "127.0.0.1",
             "PCF_SERVER__DRAIN_SECONDS": "0",
-            "PCF_DATABASE__URL": "postgresql+asyncpg://pcf@127.0.0.1/pcf",
+            "PCF_DATABASE__URL": url,
             "PCF_AUTH__HS256_SECRET_FILE": str(secret_file),
         }
-    )
-    server.wait_until_ready()
-    server.terminate()
-    assert server.wait(timeout=20) == 0
-    assert all(line["level"] != "FATAL" for line in server.log_lines())
+        server = server_factory(env)
+        server.wait_until_serving()
+        time.sleep(1.5)
+        ready = httpx.get(f"{server.url}/health/ready")
+        assert (ready.status_code, ready.json()["status"]) == (503, "starting")
+        query = httpx.post(f"{server.url}/graphql", json={"query": "{ notes { totalCount } }"})
+        assert query.status_code == 503
+        assert query.headers["retry-after"] == "5"
+
+        migrate = subprocess.run(
+            [str(PCF_API), "migrate"], env=clean_environ(env), capture_output=True, check=False
+        )
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        server.wait_until_ready(timeout=15)
+        query = httpx.post(f"{server.url}/graphql", json={"query": "{ notes { totalCount } }"})
+        assert query.json() == {"data": {"notes": {"totalCount": 0}}}
+        server.terminate()
+        assert server.wait(timeout=20) == 0
+    lines = server.log_lines()
+    assert all(line["level"] != "FATAL" for line in lines)
+    assert any("waiting for `pcf-api migrate`" in line["message"] for line in lines)
 
 
 def test_a_second_signal_stops_at_once_with_exit_code_1_and_says_so(server_factory):

@@ -1021,6 +1021,7 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
     assert {key for key, secret in keys.items() if secret} == {
         "auth.hs256_secret",
         "database.url",
+        "events.redis_url",
     }
     assert keys["environment"] is False
     assert keys["auth.hs256_secret_file"] is False

@@ -1,0 +1,61 @@
+"""What every resolver receives: the store, the broker, a per-request loader, the trace id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from pcf_api.config import Settings
+from pcf_api.health import HealthRegistry
+from pcf_api.store.events import EventBroker
+from pcf_api.store.models import Note
+from pcf_api.store.notes import NoteStore
+
+
+@dataclass
+class Services:
+    """Long-lived collaborators, built once at start-up."""
+
+    settings: Settings
+    store: NoteStore
+    broker: EventBroker
+    health: HealthRegistry
+    subscriptions: SubscriptionCounter
+
+
+@dataclass
+class SubscriptionCounter:
+    """Active subscriptions, per instance and per client, to enforce both limits."""
+
+    per_client: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+
+@dataclass
+class GraphQLContext:
+    services: Services
+    trace_id: str
+    client_id: str
+    note_loader: DataLoader[str, Note | None]
+    response_extensions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store(self) -> NoteStore:
+        return self.services.store
+
+
+def make_context(services: Services, *, trace_id: str, client_id: str) -> GraphQLContext:
+    store = services.store
+
+    async def load_notes(ids: list[str]) -> list[Note | None]:
+        found = await store.get_many(ids)
+        return [found.get(note_id) for note_id in ids]
+
+    return GraphQLContext(
+        services=services,
+        trace_id=trace_id,
+        client_id=client_id,
+        note_loader=DataLoader(load_fn=load_notes, cache=True),
+    )

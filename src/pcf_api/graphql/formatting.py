@@ -1,0 +1,73 @@
+"""GraphQL errors as clients see them: a stable code, trace id and timestamp, nothing internal.
+
+Resolvers raise AppError for anything the client should know about. Database failures become
+DATABASE_ERROR, time-outs TIMEOUT, and anything else INTERNAL_ERROR with a generic message —
+the exception itself is logged under the same trace id, never sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLError
+from sqlalchemy.exc import SQLAlchemyError
+
+from pcf_api.errors import AppError, ErrorCode, default_message, utc_timestamp
+from pcf_api.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def error_code(error: GraphQLError) -> ErrorCode:
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return ErrorCode.INVALID_INPUT  # syntax, validation or variable coercion
+    if isinstance(original, AppError):
+        return original.code
+    if isinstance(original, TimeoutError):
+        return ErrorCode.TIMEOUT
+    if isinstance(original, SQLAlchemyError | ConnectionError):
+        return ErrorCode.DATABASE_ERROR
+    return ErrorCode.INTERNAL_ERROR
+
+
+def format_error(error: GraphQLError, trace_id: str) -> dict[str, Any]:
+    code = error_code(error)
+    original = error.original_error
+    extensions: dict[str, Any] = {}
+    if isinstance(original, AppError):
+        message = original.message
+        extensions.update(original.extensions)
+    elif original is None or isinstance(original, GraphQLError):
+        message = error.message
+    else:
+        message = default_message(code)
+        if code is ErrorCode.INTERNAL_ERROR:
+            log.error("resolver failed", path=error.path, exc_info=original)
+        else:
+            log.warning(
+                "resolver failed", path=error.path, code=code, reason=type(original).__name__
+            )
+    extensions.update(code=code.value, traceId=trace_id, timestamp=utc_timestamp())
+    formatted: dict[str, Any] = {"message": message}
+    if error.locations:
+        formatted["locations"] = [
+            {"line": loc.line, "column": loc.column} for loc in error.locations
+        ]
+    if error.path:
+        formatted["path"] = error.path
+    formatted["extensions"] = extensions
+    return formatted
+
+
+def app_error(error: AppError, trace_id: str) -> dict[str, Any]:
+    """A request-level error (before execution) in the same shape as a resolver's."""
+    return {
+        "message": error.message,
+        "extensions": {
+            **error.extensions,
+            "code": error.code.value,
+            "traceId": trace_id,
+            "timestamp": utc_timestamp(),
+        },
+    }

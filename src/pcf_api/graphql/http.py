@@ -1,0 +1,259 @@
+"""GraphQL over HTTP (https://graphql.github.io/graphql-over-http/draft/), as a thin ASGI app.
+
+Why not Strawberry's view: measured, the time of a small query goes to per-request framework
+work, not to GraphQL execution. This path reads the body once, takes the parsed and validated
+document from a cache, executes it with graphql-core directly on Strawberry's schema, and encodes
+with orjson. Strawberry still provides the schema, the resolvers and the WebSocket protocols.
+
+Status codes: with ``Accept: application/graphql-response+json`` a request that cannot be
+executed (unparsable, invalid, bad variables) gets 400; with ``application/json`` (the legacy
+media type) such responses are 200. Query-limit violations are 400 either way; a mutation over GET
+is 405; a database down for long is 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from graphql import ExecutionResult, OperationType, execute
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
+from strawberry.http.ides import get_graphql_ide_html
+
+from pcf_api.errors import AppError, ErrorCode
+from pcf_api.graphql.context import GraphQLContext, Services, make_context
+from pcf_api.graphql.documents import DocumentCache, PreparedDocument
+from pcf_api.graphql.formatting import app_error, format_error
+from pcf_api.graphql.limits import QueryLimits, check
+from pcf_api.observability.tracecontext import current_trace_id
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+_ALLOWED = "GET, POST"
+
+
+class GraphQLRequest:
+    __slots__ = ("operation_name", "query", "variables")
+
+    def __init__(self, query: str, variables: dict[str, Any] | None, operation_name: str | None):
+        self.query = query
+        self.variables = variables
+        self.operation_name = operation_name
+
+
+def _request_error(message: str, **extensions: Any) -> AppError:
+    return AppError(ErrorCode.INVALID_INPUT, message, extensions=extensions)
+
+
+def _from_params(params: Mapping[str, Any]) -> GraphQLRequest:
+    query = params.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise _request_error("The request has no query.")
+    variables = params.get("variables")
+    if isinstance(variables, str):
+        try:
+            variables = orjson.loads(variables) if variables else None
+        except orjson.JSONDecodeError:
+            raise _request_error("variables is not valid JSON.") from None
+    if variables is not None and not isinstance(variables, dict):
+        raise _request_error("variables must be an object.")
+    operation_name = params.get("operationName")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise _request_error("operationName must be a string.")
+    return GraphQLRequest(query, variables, operation_name or None)
+
+
+def _accepts_graphql_response(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            return GRAPHQL_RESPONSE.encode() in value
+    return False
+
+
+def _header(scope: Scope, wanted: bytes) -> str:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class GraphQLHTTP:
+    """The /graphql endpoint for HTTP; WebSocket requests go to ``websocket_app``."""
+
+    def __init__(
+        self,
+        *,
+        limits: QueryLimits,
+        introspection: bool,
+        graphiql: bool,
+        cache_size: int,
+        execution_timeout: float,
+    ) -> None:
+        self.limits = limits
+        self.introspection = introspection
+        self.graphiql = graphiql
+        self.cache_size = cache_size
+        self.execution_timeout = execution_timeout
+        self.services: Services | None = None
+        self.documents: DocumentCache | None = None
+
+    def attach(self, services: Services, documents: DocumentCache) -> None:
+        """Start answering queries; until then the service is starting and answers 503."""
+        self.services = services
+        self.documents = documents
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handle(scope, receive)
+        await response(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive) -> Response:
+        method = scope["method"]
+        wants_ide = "text/html" in _header(scope, b"accept") and not scope["query_string"]
+        if method == "GET" and self.graphiql and wants_ide:
+            return HTMLResponse(get_graphql_ide_html("graphiql"))
+        if method not in ("GET", "POST"):
+            raise AppError(ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": _ALLOWED})
+        services, documents = self.services, self.documents
+        if services is None or documents is None:
+            raise AppError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "The service is starting.",
+                headers={"Retry-After": "5"},
+            )
+        modern = _accepts_graphql_response(scope)
+        trace_id = current_trace_id.get() or ""
+        try:
+            request = await self._parse_request(scope, receive, method)
+            prepared = documents.prepare(request.query)
+            operation = prepared.operation_type(request.operation_name)
+            if method == "GET" and operation is not None and operation != OperationType.QUERY:
+                raise AppError(
+                    ErrorCode.METHOD_NOT_ALLOWED,
+                    f"{operation.value} operations are only accepted over POST.",
+                    headers={"Allow": "POST"},
+                )
+            if prepared.errors or prepared.document is None:
+                return self._respond(
+                    {"errors": [format_error(error, trace_id) for error in prepared.errors]},
+                    400 if modern else 200,
+                    modern,
+                )
+            complexity = 0
+            if prepared.shape is not None:
+                variables = request.variables or {}
+                complexity = check(prepared.shape, request.operation_name, variables, self.limits)
+        except AppError as error:
+            return self._respond(
+                {"errors": [app_error(error, trace_id)]},
+                error.code.http_status,
+                modern,
+                headers=error.headers,
+            )
+        client = scope.get("client")
+        context = make_context(services, trace_id=trace_id, client_id=client[0] if client else "")
+        result = await self._execute(documents, prepared, request, context)
+        return self._result_response(result, trace_id, modern, complexity, services)
+
+    async def _parse_request(self, scope: Scope, receive: Receive, method: str) -> GraphQLRequest:
+        if method == "GET":
+            query_string = scope["query_string"].decode("latin-1")
+            params = {key: values[-1] for key, values in parse_qs(query_string).items()}
+            return _from_params(params)
+        content_type = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+        if content_type not in (JSON, GRAPHQL_RESPONSE, ""):
+            raise _request_error("POST bodies must be application/json.")
+        body = await _read_body(receive)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _request_error("The body is not valid JSON.") from None
+        if isinstance(payload, list):
+            raise _request_error("Batched requests are not supported.")
+        if not isinstance(payload, dict):
+            raise _request_error("The body must be a JSON object.")
+        return _from_params(payload)
+
+    async def _execute(
+        self,
+        documents: DocumentCache,
+        prepared: PreparedDocument,
+        request: GraphQLRequest,
+        context: GraphQLContext,
+    ) -> ExecutionResult | AppError:
+        document = prepared.document
+        if document is None:  # prepared documents with errors never get here
+            raise AppError(ErrorCode.INTERNAL_ERROR)
+        try:
+            async with asyncio.timeout(self.execution_timeout):
+                outcome = execute(
+                    documents.schema,
+                    document,
+                    context_value=context,
+                    variable_values=request.variables,
+                    operation_name=request.operation_name,
+                )
+                result = await outcome if inspect.isawaitable(outcome) else outcome
+        except TimeoutError:
+            return AppError(
+                ErrorCode.TIMEOUT,
+                f"The query did not finish within {self.execution_timeout:g} s.",
+            )
+        if context.response_extensions:
+            result.extensions = {**(result.extensions or {}), **context.response_extensions}
+        return result
+
+    def _result_response(
+        self,
+        result: ExecutionResult | AppError,
+        trace_id: str,
+        modern: bool,
+        complexity: int,
+        services: Services,
+    ) -> Response:
+        headers = {"X-Query-Complexity": str(complexity)}
+        if isinstance(result, AppError):
+            return self._respond(
+                {"errors": [app_error(result, trace_id)]},
+                result.code.http_status,
+                modern,
+                headers=headers,
+            )
+        body: dict[str, Any] = {}
+        if result.errors:
+            body["errors"] = [format_error(error, trace_id) for error in result.errors]
+        body["data"] = result.data
+        if result.extensions:
+            body["extensions"] = result.extensions
+        status = 200
+        if result.data is None and result.errors:
+            # Nothing executed: the variables did not fit the operation (a request error).
+            status = 400 if modern and all(not error.path for error in result.errors) else 200
+        return self._respond(body, status, modern, headers=headers)
+
+    @staticmethod
+    def _respond(
+        body: dict[str, Any],
+        status: int,
+        modern: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        return Response(
+            orjson.dumps(body),
+            status_code=status,
+            media_type=GRAPHQL_RESPONSE if modern else JSON,
+            headers=dict(headers or {}),
+        )

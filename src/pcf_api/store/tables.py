@@ -1,0 +1,20 @@
+"""Table definitions (SQLAlchemy Core). Migrations create them; queries are built from them."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("author", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_notes_created_at", "created_at", "id"),
+    Index("ix_notes_author_created_at", "author", "created_at", "id"),
+)

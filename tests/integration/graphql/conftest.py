@@ -1,0 +1,94 @@
+"""An in-process pcf-api (real app, real database) and a GraphQL-over-HTTP client for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from pcf_api.app import create_app
+from pcf_api.config import load_settings
+from support.databases import postgres_database
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+class GraphQLClient:
+    """Speaks GraphQL over HTTP to the app; returns the httpx response for full inspection."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        accept: str = GRAPHQL_RESPONSE,
+        **extra: Any,
+    ) -> httpx.Response:
+        payload: dict[str, Any] = {"query": query, **extra}
+        if variables is not None:
+            payload["variables"] = variables
+        return await self.http.post("/graphql", json=payload, headers={"Accept": accept})
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        response = await self.post(query, variables)
+        body = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body
+        return body["data"]
+
+    async def create(self, title: str = "t", content: str = "c", author: str = "alice") -> Any:
+        data = await self.data(
+            "mutation($i: CreateNoteInput!) { createNote(input: $i) { id title content author } }",
+            {"i": {"title": title, "content": content, "author": author}},
+        )
+        return data["createNote"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/notes.db"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def settings_for(database_url: str, **env: str) -> Any:
+    environ = {
+        "PCF_ENVIRONMENT": "development",
+        "PCF_LOG__FORMAT": "json",
+        "PCF_DATABASE__URL": database_url,
+        **env,
+    }
+    return load_settings(environ=environ).settings
+
+
+async def _started(app: Starlette) -> AsyncIterator[Starlette]:
+    async with app.router.lifespan_context(app):
+        for _ in range(200):
+            if app.state.notes_api.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.notes_api.ready, "notes API did not become ready"
+        yield app
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[Starlette]:
+    async for started in _started(create_app(settings_for(database_url))):
+        yield started
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[GraphQLClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield GraphQLClient(http)

@@ -1,0 +1,167 @@
+"""Subscriptions over WebSocket against real servers, with an independent protocol client."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from support.databases import postgres_database
+from support.servers import DEV_JSON
+from support.wsclient import LEGACY_WS, TRANSPORT_WS, SubscriptionClient
+
+pytestmark = pytest.mark.anyio
+
+CREATE = "mutation($i: CreateNoteInput!) { createNote(input: $i) { id } }"
+
+
+def _mutate(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}})
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def _create(url: str, title: str) -> str:
+    data = _mutate(url, CREATE, {"i": {"title": title, "content": "c", "author": "alice"}})
+    return str(data["createNote"]["id"])
+
+
+def _ws_url(server: Any) -> str:
+    return f"ws://127.0.0.1:{server.port}/graphql"
+
+
+async def _settle() -> None:
+    """Let the server register the subscription with the broker before publishing."""
+    await asyncio.sleep(0.3)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_note_created_reaches_a_subscriber(server_factory, tmp_path, protocol) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+    )
+    server.wait_until_ready()
+    async with SubscriptionClient(_ws_url(server), protocol) as client:
+        await client.subscribe("1", "subscription { noteCreated { id title author } }")
+        await _settle()
+        note_id = await asyncio.to_thread(_create, server.url, "hello")
+        operation, data = await client.next_data()
+        assert operation == "1"
+        assert data == {"noteCreated": {"id": note_id, "title": "hello", "author": "alice"}}
+        await client.stop("1")
+
+
+async def test_subscribers_on_one_replica_see_changes_made_on_another_in_order(
+    server_factory,
+) -> None:
+    with postgres_database() as url:
+        env = {**DEV_JSON, "PCF_DATABASE__URL": url}
+        writer = server_factory(env)
+        reader = server_factory(env)
+        writer.wait_until_ready()
+        reader.wait_until_ready()
+        async with SubscriptionClient(_ws_url(reader)) as client:
+            await client.subscribe("c", "subscription { noteCreated { id title } }")
+            await client.subscribe("u", "subscription { noteUpdated { id title } }")
+            await client.subscribe("d", "subscription { noteDeleted }")
+            await _settle()
+
+            first = await asyncio.to_thread(_create, writer.url, "one")
+            second = await asyncio.to_thread(_create, writer.url, "two")
+            await asyncio.to_thread(
+                _mutate,
+                writer.url,
+                'mutation($id: ID!) { updateNote(id: $id, input: {title: "one*"}) { id } }',
+                {"id": first},
+            )
+            await asyncio.to_thread(
+                _mutate, writer.url, "mutation($id: ID!) { deleteNote(id: $id) }", {"id": second}
+            )
+
+            received = [await client.next_data() for _ in range(4)]
+            assert received == [
+                ("c", {"noteCreated": {"id": first, "title": "one"}}),
+                ("c", {"noteCreated": {"id": second, "title": "two"}}),
+                ("u", {"noteUpdated": {"id": first, "title": "one*"}}),
+                ("d", {"noteDeleted": second}),
+            ]
+
+
+async def test_note_updated_filters_by_id(server_factory, tmp_path) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+    )
+    server.wait_until_ready()
+    watched = await asyncio.to_thread(_create, server.url, "watched")
+    other = await asyncio.to_thread(_create, server.url, "other")
+    async with SubscriptionClient(_ws_url(server)) as client:
+        await client.subscribe(
+            "1", "subscription($id: ID) { noteUpdated(id: $id) { id title } }", {"id": watched}
+        )
+        await _settle()
+        update = "mutation($id: ID!, $t: String) { updateNote(id: $id, input: {title: $t}) { id } }"
+        await asyncio.to_thread(_mutate, server.url, update, {"id": other, "t": "x"})
+        await asyncio.to_thread(_mutate, server.url, update, {"id": watched, "t": "seen"})
+        assert await client.next_data() == ("1", {"noteUpdated": {"id": watched, "title": "seen"}})
+
+
+async def test_the_eleventh_subscription_of_one_client_is_refused(server_factory, tmp_path) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+    )
+    server.wait_until_ready()
+    async with SubscriptionClient(_ws_url(server)) as client:
+        for index in range(10):
+            await client.subscribe(str(index), "subscription { noteDeleted }")
+        await _settle()
+        await client.subscribe("10", "subscription { noteDeleted }")
+        message = await client.receive()
+        # An execution error of the subscription: a result with errors, then the end.
+        assert (message["id"], message["type"]) == ("10", "next"), message
+        (error,) = message["payload"]["errors"]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert len(error["extensions"]["traceId"]) == 32
+        assert await client.receive() == {"id": "10", "type": "complete"}
+
+
+async def test_subscription_documents_obey_the_query_limits(server_factory, tmp_path) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+    )
+    server.wait_until_ready()
+    aliases = " ".join(f"a{i}: noteDeleted" for i in range(11))
+    async with SubscriptionClient(_ws_url(server)) as client:
+        await client.subscribe("1", f"subscription {{ {aliases} }}")
+        message = await client.receive()
+        assert (message["id"], message["type"]) == ("1", "error"), message
+        assert message["payload"][0]["extensions"]["code"] == "TOO_MANY_ALIASES"
+
+
+async def test_on_shutdown_subscribers_get_close_1001_before_the_process_exits(
+    server_factory, tmp_path
+) -> None:
+    server = server_factory(
+        {
+            **DEV_JSON,
+            "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
+            "PCF_SERVER__DRAIN_SECONDS": "0.5",
+        }
+    )
+    server.wait_until_ready()
+    async with SubscriptionClient(_ws_url(server)) as client:
+        await client.subscribe("1", "subscription { noteCreated { id } }")
+        await _settle()
+        server.terminate(signal.SIGTERM)
+        started = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.receive(within=10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+        assert time.monotonic() - started < 5
+    assert await asyncio.to_thread(server.wait, 20) == 0

@@ -1,0 +1,66 @@
+"""A minimal, independent GraphQL-over-WebSocket client (graphql-transport-ws and graphql-ws),
+written from the protocol documents, so subscription tests do not rely on the server library.
+
+https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md
+https://github.com/apollographql/subscriptions-transport-ws/blob/master/PROTOCOL.md
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+
+
+class SubscriptionClient:
+    def __init__(self, url: str, protocol: str = TRANSPORT_WS) -> None:
+        self.url = url
+        self.protocol = protocol
+        self.socket: Any = None
+
+    async def __aenter__(self) -> SubscriptionClient:
+        self.socket = await websockets.connect(self.url, subprotocols=[self.protocol])
+        await self.send({"type": "connection_init", "payload": {}})
+        ack = await self.receive()
+        assert ack["type"] == "connection_ack", ack
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.socket.close()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.socket.send(json.dumps(message))
+
+    async def receive(self, within: float = 10.0) -> dict[str, Any]:
+        while True:
+            raw = await asyncio.wait_for(self.socket.recv(), within)
+            message: dict[str, Any] = json.loads(raw)
+            if message["type"] not in ("ka", "ping", "pong"):
+                return message
+            if message["type"] == "ping":
+                await self.send({"type": "pong"})
+
+    async def subscribe(
+        self, operation_id: str, query: str, variables: dict[str, Any] | None = None
+    ) -> None:
+        kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
+        payload: dict[str, Any] = {"query": query}
+        if variables:
+            payload["variables"] = variables
+        await self.send({"id": operation_id, "type": kind, "payload": payload})
+
+    async def next_data(self, within: float = 10.0) -> tuple[str, dict[str, Any]]:
+        """(operation id, data) of the next result; fails on anything else."""
+        message = await self.receive(within)
+        expected = "next" if self.protocol == TRANSPORT_WS else "data"
+        assert message["type"] == expected, message
+        return message["id"], message["payload"]["data"]
+
+    async def stop(self, operation_id: str) -> None:
+        kind = "complete" if self.protocol == TRANSPORT_WS else "stop"
+        await self.send({"id": operation_id, "type": kind})
