@@ -105,6 +105,10 @@ class DatabaseSettings(Section):
     retry_initial_seconds: float = Field(1.0, gt=0, le=60)
     retry_max_seconds: float = Field(60.0, gt=0, le=600)
     auto_migrate: bool = False
+    read_cache_size: int = Field(10_000, ge=0)
+    write_queue_size: int = Field(1000, ge=0)
+    write_wait_seconds: float = Field(20.0, ge=0, le=300)
+    unavailable_after_seconds: float = Field(30.0, ge=0)
 
 
 class GraphQLSettings(Section):

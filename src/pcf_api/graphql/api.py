@@ -30,10 +30,11 @@ from pcf_api.graphql.schema import build_schema
 from pcf_api.health import HealthRegistry
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.tracecontext import current_trace_id
-from pcf_api.store.database import create_engine, is_sqlite, ping, wait_for_database
+from pcf_api.store.database import create_engine, is_sqlite, wait_for_database
 from pcf_api.store.events import EventBroker, create_broker
 from pcf_api.store.migrate import is_current, upgrade_to_head
 from pcf_api.store.notes import NoteStore
+from pcf_api.store.resilient import ResilientNoteStore
 
 log = get_logger(__name__)
 
@@ -167,16 +168,21 @@ class NotesAPI:
 
     async def start(self) -> None:
         """Build the services and begin connecting in the background."""
-        engine = create_engine(self.settings.database)
-        broker = _broker_for(self.settings)
+        database = self.settings.database
+        store = ResilientNoteStore(
+            NoteStore(create_engine(database)),
+            cache_size=database.read_cache_size,
+            write_queue_size=database.write_queue_size,
+            write_wait_seconds=database.write_wait_seconds,
+        )
         self.services = Services(
             settings=self.settings,
-            store=NoteStore(engine),
-            broker=broker,
+            store=store,
+            broker=_broker_for(self.settings),
             health=self.health,
             subscriptions=SubscriptionCounter(),
         )
-        self.health.register("database", partial(ping, engine), critical=True)
+        self.health.register("database", store.check, critical=True)
         self._starting = asyncio.create_task(self._connect(), name="notes-api-start")
 
     async def _connect(self) -> None:
@@ -216,6 +222,7 @@ class NotesAPI:
             ),
         )
         self.ready = True
+        await self.health.check_all()  # readiness reflects the database now, not in one interval
         self.health.mark_started()
         log.info("notes API ready", database=engine.dialect.name)
 
@@ -230,4 +237,5 @@ class NotesAPI:
                 await self._starting
         if self.services is not None:
             await self.services.broker.close()
+            await self.services.store.close()
             await self.services.store.engine.dispose()

@@ -11,7 +11,7 @@ from pcf_api.config import Settings
 from pcf_api.health import HealthRegistry
 from pcf_api.store.events import EventBroker
 from pcf_api.store.models import Note
-from pcf_api.store.notes import NoteStore
+from pcf_api.store.resilient import ResilientNoteStore
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Services:
     """Long-lived collaborators, built once at start-up."""
 
     settings: Settings
-    store: NoteStore
+    store: ResilientNoteStore
     broker: EventBroker
     health: HealthRegistry
     subscriptions: SubscriptionCounter
@@ -42,15 +42,19 @@ class GraphQLContext:
     response_extensions: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def store(self) -> NoteStore:
+    def store(self) -> ResilientNoteStore:
         return self.services.store
 
 
 def make_context(services: Services, *, trace_id: str, client_id: str) -> GraphQLContext:
     store = services.store
+    extensions: dict[str, Any] = {}
 
     async def load_notes(ids: list[str]) -> list[Note | None]:
-        found = await store.get_many(ids)
+        found, from_cache = await store.get_many(ids)
+        if from_cache:
+            # The database is down: these are the last versions this instance read.
+            extensions["servedFromCache"] = True
         return [found.get(note_id) for note_id in ids]
 
     return GraphQLContext(
@@ -58,4 +62,5 @@ def make_context(services: Services, *, trace_id: str, client_id: str) -> GraphQ
         trace_id=trace_id,
         client_id=client_id,
         note_loader=DataLoader(load_fn=load_notes, cache=True),
+        response_extensions=extensions,
     )

@@ -146,6 +146,7 @@ class GraphQLHTTP:
                     f"{operation.value} operations are only accepted over POST.",
                     headers={"Allow": "POST"},
                 )
+            self._refuse_during_long_outage(services, prepared, request.operation_name)
             if prepared.errors or prepared.document is None:
                 return self._respond(
                     {"errors": [format_error(error, trace_id) for error in prepared.errors]},
@@ -167,6 +168,21 @@ class GraphQLHTTP:
         context = make_context(services, trace_id=trace_id, client_id=client[0] if client else "")
         result = await self._execute(documents, prepared, request, context)
         return self._result_response(result, trace_id, modern, complexity, services)
+
+    @staticmethod
+    def _refuse_during_long_outage(
+        services: Services, prepared: PreparedDocument, operation_name: str | None
+    ) -> None:
+        """Past the threshold, database-dependent requests get a plain 503 + Retry-After, so
+        load balancers and clients back off instead of waiting out every deadline."""
+        threshold = services.settings.database.unavailable_after_seconds
+        down_for = services.store.availability.down_for()
+        if down_for > threshold and prepared.needs_database(operation_name):
+            raise AppError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                f"The database has been unavailable for {down_for:.0f} s.",
+                headers={"Retry-After": "5"},
+            )
 
     async def _parse_request(self, scope: Scope, receive: Receive, method: str) -> GraphQLRequest:
         if method == "GET":

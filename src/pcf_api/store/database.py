@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -64,6 +65,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an error means "the database cannot be reached" rather than "this query is wrong".
+
+    Only such errors make writes wait and reads fall back to the cache.
+    """
+    if isinstance(exc, OSError | TimeoutError | sqlalchemy_exc.TimeoutError):
+        return True
+    if isinstance(exc, sqlalchemy_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, sqlalchemy_exc.OperationalError | sqlalchemy_exc.InterfaceError):
+            return True
+        return isinstance(exc.orig, OSError | TimeoutError) or _cannot_connect_now(exc.orig)
+    return False
+
+
+def _cannot_connect_now(error: BaseException | None) -> bool:
+    """asyncpg's errors while a server starts or stops (SQLSTATE class 57P: operator
+    intervention, e.g. 57P01 admin shutdown, 57P03 cannot connect now)."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("57P")
 
 
 async def ping(engine: AsyncEngine) -> None:

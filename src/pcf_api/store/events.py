@@ -438,13 +438,10 @@ class PostgresBroker(_ListeningBroker[_PgListener, Any]):
         await publisher.close()
 
     async def _send(self, publisher: Any, data: bytes) -> None:
-        payloads = _notify_payloads(data)
+        payloads = [(self.channel, payload) for payload in _notify_payloads(data)]
         async with publisher.acquire() as connection:
-            if len(payloads) == 1:
-                await connection.execute(_NOTIFY, self.channel, payloads[0])
-                return
-            async with connection.transaction():
-                await connection.executemany(_NOTIFY, [(self.channel, p) for p in payloads])
+            # executemany is atomic (asyncpg 0.22+): the chunks commit as one transaction.
+            await connection.executemany(_NOTIFY, payloads)
 
     async def _listen(self) -> _PgListener:
         async with asyncio.timeout(self._timeout):
@@ -519,8 +516,13 @@ class RedisBroker(_ListeningBroker[_RedisListener, Redis]):
         self._url = url
 
     async def _open_publisher(self) -> Redis:
+        # One immediate retry replaces a pooled connection the server has closed; more would hold
+        # up the mutation that publishes for as long as Redis is away.
         return Redis.from_url(
-            self._url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
+            self._url,
+            retry=Retry(NoBackoff(), retries=1),
+            socket_connect_timeout=self._timeout,
+            socket_timeout=self._timeout,
         )
 
     async def _close_publisher(self, publisher: Redis) -> None:
@@ -555,7 +557,7 @@ class RedisBroker(_ListeningBroker[_RedisListener, Redis]):
             message = await listener.pubsub.get_message(timeout=self._timeout)
             if message is None:
                 # Quiet for a whole interval: make sure the connection still answers.
-                if False:
+                if awaiting_pong:
                     raise TimeoutError("the server did not answer PING")
                 await listener.pubsub.ping()
                 awaiting_pong = True

@@ -106,9 +106,13 @@ class NoteStore:
         async with self.engine.connect() as connection:
             return [_note(row) for row in await connection.execute(query)]
 
-    async def create(self, *, title: str, content: str, author: str) -> Note:
+    async def create(
+        self, *, title: str, content: str, author: str, note_id: str | None = None
+    ) -> Note:
+        """Insert a note. Pass ``note_id`` to retry a create whose outcome is unknown: a
+        second insert of the same id fails instead of duplicating the note."""
         now = datetime.now(UTC)
-        note = Note(new_note_id(), title, content, author, now, now)
+        note = Note(note_id or new_note_id(), title, content, author, now, now)
         async with self.engine.begin() as connection:
             await connection.execute(
                 insert(notes).values(

@@ -1,0 +1,714 @@
+"""Benchmark pcf-api's GraphQL notes queries against a tutorial Strawberry app in the same run.
+
+    .venv/bin/python bench/graphql.py [--duration 10] [--connections 50]
+        [--databases sqlite,postgres] [--rate 300] [--log-level INFO] [--profile DIR]
+
+For each database (a fresh SQLite file; a fresh PostgreSQL database, created and dropped here)
+with 1 000 seeded notes, it starts the baseline (bench/baseline_app.py: ``strawberry.asgi.GraphQL``
+on Starlette, SQLAlchemy async, no caching) and then ``pcf-api serve``, one uvicorn process each,
+one after the other, on 127.0.0.1. Each server's answers are checked before it is measured (no
+errors, 10 edges, totalCount 1000, the same note ids as the other server), then:
+
+* closed loop: ``wrk -t2 -cN -dDs --latency`` (POST from a Lua script) on the notes query and on
+  ``note(id)``, after a 2 s warm-up of each;
+* open loop: a constant RATE requests/s for D s on the notes query. Request i is due at
+  ``start + i / RATE`` whatever happened before; it goes out on an idle keep-alive connection, or
+  a new one (at most 256), and its latency runs from when it was *due* to the end of the
+  response, so time spent queueing (in the client, the kernel or the server) counts. wrk cannot
+  do this: a closed loop sends less when the server slows down (coordinated omission).
+
+pcf-api runs with the development profile, JSON logs at INFO (production's level: one access line
+per request, written to /dev/null here), and its defaults otherwise (document cache on; no
+response cache exists). The baseline runs under uvicorn with the same options as pcf-api's
+server (httptools, uvloop, no access log, no server header, keep-alive 5 s).
+
+With ``--profile DIR`` a py-spy profile of pcf-api is recorded during an extra wrk run on the
+notes query (``DIR/pcf-api-<db>.txt``, raw collapsed stacks) and summarised by component.
+
+Everything is bounded in time; servers (their whole process groups) are stopped on exit, on
+Ctrl-C and on errors. Needs wrk (apt-get install wrk) and, for PostgreSQL, a server at
+127.0.0.1:5432 that lets ``postgres`` in without a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+# This file is named graphql.py: keep its directory off the path so that `import graphql` (here
+# or in anything imported later) finds graphql-core, not this script.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH_DIR]
+BIN = Path(sys.executable).parent
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+NOTES = 1000
+WARMUP_SECONDS = 2
+MAX_OPEN_LOOP_CONNECTIONS = 256
+OPEN_LOOP_TIMEOUT = 5.0
+
+NOTES_QUERY = "{ notes(limit: 10) { edges { node { id title author } } totalCount } }"
+NOTE_QUERY = "query Note($id: ID!) { note(id: $id) { id title author } }"
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    name: str  # sqlite | postgres
+    url: str  # async URL, as both servers take it
+    sync_url: str  # for seeding
+    note_id: str = ""  # a seeded note, for note(id)
+
+
+def seed(database: Database) -> None:
+    """Migrate with ``pcf-api migrate`` (the schema pcf-api uses), then insert the notes."""
+    env = {
+        **_clean_env(),
+        "PCF_ENVIRONMENT": "development",
+        "PCF_LOG__LEVEL": "WARNING",
+        "PCF_DATABASE__URL": database.url,
+    }
+    subprocess.run(  # noqa: S603 - our own executable, fixed arguments
+        [str(BIN / "pcf-api"), "migrate"], env=env, check=True, timeout=60
+    )
+    from sqlalchemy import create_engine, insert  # noqa: PLC0415 - only the seeding needs it
+
+    from pcf_api.store.models import new_note_id  # noqa: PLC0415
+    from pcf_api.store.tables import notes  # noqa: PLC0415
+
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = []
+    for index in range(NOTES):
+        created = start + timedelta(minutes=index)
+        rows.append(
+            {
+                "id": new_note_id(),
+                "title": f"Note number {index}",
+                "content": f"Body of note {index}. " + "Lorem ipsum dolor sit amet. " * 6,
+                "author": f"author-{index % 20}",
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+    engine = create_engine(database.sync_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(notes), rows)
+    finally:
+        engine.dispose()
+    database.note_id = rows[NOTES // 2]["id"]
+
+
+@contextlib.contextmanager
+def sqlite_database(directory: Path) -> Iterator[Database]:
+    path = directory / "notes.db"
+    yield Database("sqlite", f"sqlite+aiosqlite:///{path}", f"sqlite:///{path}")
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[Database]:
+    import psycopg  # noqa: PLC0415 - only needed for PostgreSQL
+
+    name = f"pcf_bench_{os.getpid()}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield Database(
+            "postgres",
+            f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+        )
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PCF_", "BENCH_"))}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server in its own process group; stop the group on the way out, whatever happens.
+
+    stdout (pcf-api's log lines) goes to /dev/null, stderr to ``log`` for when it fails."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(  # noqa: S603 - our own executables, fixed arguments
+            command,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def baseline_command(port: int) -> list[str]:
+    return [
+        str(BIN / "uvicorn"),
+        "bench.baseline_app:app",  # as a module of ROOT: bench/ itself holds a graphql.py
+        "--app-dir",
+        str(ROOT),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--no-server-header",
+        "--timeout-keep-alive",
+        "5",
+    ]
+
+
+def graphql_post(port: int, query: str, variables: dict[str, Any] | None = None) -> Any:
+    payload: dict[str, Any] = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    response = httpx.post(f"http://127.0.0.1:{port}/graphql", json=payload, timeout=5)
+    return response.status_code, response.json()
+
+
+def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Until the notes query answers 200 (pcf-api answers 503 until its database is ready)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = log.read_text(errors="replace")
+            raise SystemExit(f"server exited with {process.returncode}:\n{stderr[-3000:]}")
+        try:
+            status, _ = graphql_post(port, NOTES_QUERY)
+            if status == 200:
+                return
+        except (httpx.TransportError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"server on port {port} did not come up within 60 s")
+
+
+def verify(port: int, database: Database) -> list[str]:
+    """One request per query; raise unless the answers are complete and correct."""
+    status, body = graphql_post(port, NOTES_QUERY)
+    if status != 200 or body.get("errors"):
+        raise SystemExit(f"notes query failed: {status} {body}")
+    connection = body["data"]["notes"]
+    ids = [edge["node"]["id"] for edge in connection["edges"]]
+    if len(ids) != 10 or connection["totalCount"] != NOTES:
+        raise SystemExit(f"notes query: expected 10 edges and totalCount {NOTES}, got {body}")
+    status, body = graphql_post(port, NOTE_QUERY, {"id": database.note_id})
+    if status != 200 or body.get("errors") or body["data"]["note"]["id"] != database.note_id:
+        raise SystemExit(f"note query failed: {status} {body}")
+    return ids
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def wrk_script(directory: Path, name: str, payload: dict[str, Any]) -> Path:
+    body = orjson.dumps(payload).decode()
+    path = directory / f"{name}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [==[{body}]==]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return path
+
+
+def run_wrk(port: int, script: Path, duration: int, connections: int) -> WrkResult:
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}/graphql",
+    ]
+    output = subprocess.run(  # noqa: S603 - wrk from PATH, fixed arguments
+        command, capture_output=True, text=True, check=True, timeout=duration + 30
+    ).stdout
+
+    def find(pattern: str) -> str:
+        match = re.search(pattern, output)
+        if match is None:
+            raise ValueError(f"no {pattern!r} in wrk output:\n{output}")
+        return match.group(1)
+
+    errors = 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        errors += sum(int(value) for value in socket_errors.groups())
+    return WrkResult(
+        rps=float(find(r"Requests/sec:\s+([\d.]+)")),
+        p50_ms=_ms(find(r"50%\s+(\S+)")),
+        p99_ms=_ms(find(r"99%\s+(\S+)")),
+        errors=errors,
+    )
+
+
+# --- open loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class OpenLoopResult:
+    sent: int
+    ok: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+    max_dispatch_lag_ms: float = 0.0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        return status, await reader.readexactly(int(headers["content-length"]))
+    chunks = []
+    while True:  # chunked
+        size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+        chunk = await reader.readexactly(size + 2)
+        if size == 0:
+            return status, b"".join(chunks)
+        chunks.append(chunk[:-2])
+
+
+async def _open_loop(port: int, body: bytes, rate: float, duration: float) -> OpenLoopResult:
+    loop = asyncio.get_running_loop()
+    request = (
+        b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (port, len(body))
+    ) + body
+    slots = asyncio.Semaphore(MAX_OPEN_LOOP_CONNECTIONS)
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    opened = 0
+
+    async def one(due: float) -> None:
+        nonlocal opened
+        async with slots:
+            try:
+                async with asyncio.timeout(OPEN_LOOP_TIMEOUT):
+                    if idle:
+                        reader, writer = idle.pop()
+                    else:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        opened += 1
+                    try:
+                        writer.write(request)
+                        status, payload = await _read_response(reader)
+                    except BaseException:
+                        writer.close()
+                        raise
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
+                errors[type(error).__name__] += 1
+                return
+            latencies.append(loop.time() - due)
+            if status != 200 or b'"errors"' in payload:
+                errors[f"HTTP {status}" if status != 200 else "GraphQL errors"] += 1
+            idle.append((reader, writer))
+
+    total = int(rate * duration)
+    start = loop.time() + 0.05
+    tasks = []
+    max_lag = 0.0
+    for index in range(total):
+        due = start + index / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            max_lag = max(max_lag, -delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.wait(tasks, timeout=OPEN_LOOP_TIMEOUT + 1)
+    for reader_writer in idle:
+        reader_writer[1].close()
+    latencies.sort()
+
+    def percentile(fraction: float) -> float:
+        if not latencies:
+            return float("nan")
+        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000
+
+    errors_total = Counter(errors)
+    unfinished = sum(1 for task in tasks if not task.done())
+    if unfinished:
+        errors_total["unfinished"] += unfinished
+    return OpenLoopResult(
+        sent=total,
+        ok=len(latencies)
+        - errors["GraphQL errors"]
+        - sum(count for name, count in errors.items() if name.startswith("HTTP")),
+        p50_ms=percentile(0.50),
+        p99_ms=percentile(0.99),
+        max_ms=latencies[-1] * 1000 if latencies else float("nan"),
+        errors=errors_total,
+        connections=opened,
+        max_dispatch_lag_ms=max_lag * 1000,
+    )
+
+
+def open_loop(port: int, payload: dict[str, Any], rate: float, duration: float) -> OpenLoopResult:
+    return asyncio.run(_open_loop(port, orjson.dumps(payload), rate, duration))
+
+
+# --- profile -------------------------------------------------------------------------------
+
+# First match wins, tested against "function (file:line)" frames, innermost first for self time.
+COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("logging (structlog, stdlib logging, our processors)", r"structlog/|/logging/|observability/"),
+    ("JSON encode (orjson, in http.py _respond)", r"^_respond \(.*pcf_api/graphql/http\.py"),
+    ("document cache + limits", r"pcf_api/graphql/(documents|limits)\.py"),
+    ("our GraphQL HTTP handler", r"pcf_api/graphql/http\.py"),
+    ("our middleware", r"pcf_api/middleware\.py"),
+    ("our resolvers, context, DataLoader", r"pcf_api/graphql/|strawberry/dataloader"),
+    ("our store (NoteStore)", r"pcf_api/store/"),
+    ("Strawberry (resolver wrappers, types)", r"strawberry/"),
+    ("graphql-core execute", r"/graphql/"),
+    ("SQLAlchemy", r"sqlalchemy/"),
+    ("aiosqlite", r"aiosqlite/|sqlite3/"),
+    ("asyncpg", r"asyncpg/"),
+    ("Starlette (routing, responses)", r"starlette/"),
+    ("uvicorn/httptools I/O", r"uvicorn/|httptools/"),
+    ("asyncio (tasks, timeouts, contextvars)", r"asyncio/|contextlib|contextvars"),
+)
+
+
+def component(frame: str) -> str:
+    for name, pattern in COMPONENTS:
+        if re.search(pattern, frame):
+            return name
+    return "other"
+
+
+def summarise_profile(path: Path) -> str:
+    """Self and inclusive shares by component, per thread kind, and the top self-time frames."""
+    threads: Counter[str] = Counter()
+    self_time: dict[str, Counter[str]] = {}
+    inclusive: dict[str, Counter[str]] = {}
+    hotspots: Counter[str] = Counter()
+    total_main = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        # Threads other than the event loop's are aiosqlite's (one per connection).
+        kind = "worker threads" if "(threading.py" in stack else "event loop thread"
+        frames = [frame for frame in frames if not frame.startswith(("thread ", "process "))]
+        threads[kind] += count
+        if not frames:
+            continue
+        leaf = frames[-1]
+        self_time.setdefault(kind, Counter())[component(leaf)] += count
+        for name in {component(frame) for frame in frames}:
+            inclusive.setdefault(kind, Counter())[name] += count
+        if kind == "event loop thread":
+            total_main += count
+            hotspots[re.sub(r":\d+\)$", ")", leaf)] += count
+    lines = []
+    total = sum(threads.values())
+    for kind, samples in threads.most_common():
+        lines.append(f"{kind}: {samples} samples ({samples / total:.0%} of all)")
+        lines.append(f"  {'component':<52} {'self':>6} {'incl.':>6}")
+        for name, count in self_time[kind].most_common():
+            incl = inclusive[kind][name]
+            lines.append(f"  {name:<52} {count / samples:>6.1%} {incl / samples:>6.1%}")
+        for name, incl in inclusive[kind].most_common():
+            if name not in self_time[kind]:
+                lines.append(f"  {name:<52} {0:>6.1%} {incl / samples:>6.1%}")
+    lines.append("top self-time frames, event loop thread:")
+    for frame, count in hotspots.most_common(15):
+        lines.append(f"  {count / max(total_main, 1):>6.1%}  {frame}")
+    return "\n".join(lines)
+
+
+def profile(pid: int, port: int, script: Path, *, seconds: int, connections: int, out: Path) -> str:
+    spy = subprocess.Popen(  # noqa: S603 - py-spy from the venv, fixed arguments
+        [
+            str(BIN / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--threads",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.5)
+        run_wrk(port, script, seconds + 1, connections)
+        spy.wait(timeout=seconds + 30)
+    finally:
+        if spy.poll() is None:
+            os.killpg(spy.pid, signal.SIGKILL)
+            spy.wait(timeout=5)
+    return summarise_profile(out)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerResult:
+    notes: WrkResult
+    note: WrkResult
+    rate: OpenLoopResult | None = None
+    profile: str = ""
+
+
+def measure(
+    label: str,
+    command: list[str],
+    *,
+    env: dict[str, str],
+    port: int,
+    database: Database,
+    args: argparse.Namespace,
+    scripts: dict[str, Path],
+) -> tuple[ServerResult, list[str]]:
+    print(f"[{database.name}] {label}: starting", file=sys.stderr, flush=True)
+    log = args.workdir / f"{label}-{database.name}.stderr"
+    with server(command, env, log) as process:
+        wait_serving(process, port, log)
+        ids = verify(port, database)
+        for name in ("notes", "note"):
+            run_wrk(port, scripts[name], WARMUP_SECONDS, args.connections)
+        notes = run_wrk(port, scripts["notes"], args.duration, args.connections)
+        note = run_wrk(port, scripts["note"], args.duration, args.connections)
+        result = ServerResult(notes, note)
+        if args.rate > 0:
+            time.sleep(1)
+            result.rate = open_loop(port, {"query": NOTES_QUERY}, args.rate, args.duration)
+        if args.profile is not None and label == "pcf-api":
+            args.profile.mkdir(parents=True, exist_ok=True)
+            out = args.profile / f"pcf-api-{database.name}.txt"
+            result.profile = profile(
+                process.pid,
+                port,
+                scripts["notes"],
+                seconds=args.duration,
+                connections=args.connections,
+                out=out,
+            )
+        verify(port, database)  # still answering correctly after the load
+    print(f"[{database.name}] {label}: done", file=sys.stderr, flush=True)
+    return result, ids
+
+
+def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
+    return {
+        **_clean_env(),
+        "PCF_ENVIRONMENT": "development",
+        "PCF_LOG__FORMAT": "json",
+        "PCF_LOG__LEVEL": log_level,
+        "PCF_SERVER__PORT": str(port),
+        "PCF_SERVER__DRAIN_SECONDS": "0",
+        "PCF_SERVER__SHUTDOWN_TIMEOUT": "5",
+        "PCF_DATABASE__URL": database.url,
+    }
+
+
+def run_database(
+    database: Database, args: argparse.Namespace, workdir: Path
+) -> dict[str, ServerResult]:
+    seed(database)
+    scripts = {
+        "notes": wrk_script(workdir, "notes", {"query": NOTES_QUERY}),
+        "note": wrk_script(
+            workdir, "note", {"query": NOTE_QUERY, "variables": {"id": database.note_id}}
+        ),
+    }
+    port = free_port()
+    baseline, baseline_ids = measure(
+        "baseline",
+        baseline_command(port),
+        env={**_clean_env(), "BENCH_DATABASE_URL": database.url},
+        port=port,
+        database=database,
+        args=args,
+        scripts=scripts,
+    )
+    port = free_port()
+    service, service_ids = measure(
+        "pcf-api",
+        [str(BIN / "pcf-api"), "serve"],
+        env=pcf_env(database, port, args.log_level),
+        port=port,
+        database=database,
+        args=args,
+        scripts=scripts,
+    )
+    if baseline_ids != service_ids:
+        raise SystemExit(f"the servers disagree on the first page: {baseline_ids} {service_ids}")
+    return {"baseline": baseline, "pcf-api": service}
+
+
+def report(results: dict[str, dict[str, ServerResult]], args: argparse.Namespace) -> None:
+    print(
+        f"\nwrk -t2 -c{args.connections} -d{args.duration}s --latency (POST /graphql), "
+        f"{NOTES} notes, one server process each, pcf-api logs at {args.log_level}\n"
+    )
+    print("| database | query | server | requests/s | p50 | p99 | errors | pcf-api/baseline |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for db, servers in results.items():
+        for query in ("notes", "note"):
+            base = getattr(servers["baseline"], query)
+            for name, result in servers.items():
+                row = getattr(result, query)
+                ratio = f"{row.rps / base.rps:.2f}x" if name == "pcf-api" else ""
+                print(
+                    f"| {db} | {query} | {name} | {row.rps:,.0f} | {row.p50_ms:.1f} ms | "
+                    f"{row.p99_ms:.1f} ms | {row.errors} | {ratio} |"
+                )
+    if args.rate > 0:
+        print(
+            f"\nopen loop, notes query, {args.rate:g} requests/s for {args.duration} s "
+            "(latency from the scheduled send time)\n"
+        )
+        print("| database | server | sent | ok | p50 | p99 | max | errors | connections |")
+        print("|---|---|---:|---:|---:|---:|---:|---|---:|")
+        for db, servers in results.items():
+            for name, result in servers.items():
+                rate = result.rate
+                if rate is None:
+                    continue
+                errors = ", ".join(f"{k}: {v}" for k, v in rate.errors.items()) or "0"
+                print(
+                    f"| {db} | {name} | {rate.sent} | {rate.ok} | {rate.p50_ms:.1f} ms | "
+                    f"{rate.p99_ms:.1f} ms | {rate.max_ms:.1f} ms | {errors} | "
+                    f"{rate.connections} |"
+                )
+        lags = [
+            r.rate.max_dispatch_lag_ms
+            for servers in results.values()
+            for r in servers.values()
+            if r.rate is not None
+        ]
+        print(f"\n(load generator: largest lag behind its timetable {max(lags):.1f} ms)")
+    for db, servers in results.items():
+        if servers["pcf-api"].profile:
+            print(f"\npy-spy profile, pcf-api, {db}, notes query under wrk:\n")
+            print(servers["pcf-api"].profile)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument("--databases", default="sqlite,postgres", help="sqlite,postgres")
+    parser.add_argument("--rate", type=float, default=300, help="open-loop requests/s; 0: skip")
+    parser.add_argument("--log-level", default="INFO", help="pcf-api log level (INFO)")
+    parser.add_argument("--profile", type=Path, help="record a py-spy profile of pcf-api here")
+    args = parser.parse_args()
+    databases = [name.strip() for name in args.databases.split(",") if name.strip()]
+    if not set(databases) <= {"sqlite", "postgres"}:
+        parser.error("--databases takes sqlite and/or postgres")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    def stop(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    results: dict[str, dict[str, ServerResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="pcf-bench-graphql-") as tmp:
+        workdir = args.workdir = Path(tmp)
+        for name in databases:
+            context = sqlite_database(workdir) if name == "sqlite" else postgres_database()
+            with context as database:
+                results[name] = run_database(database, args, workdir)
+    report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

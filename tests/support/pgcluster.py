@@ -1,0 +1,86 @@
+"""A private PostgreSQL cluster for tests that stop, break or lock down the database.
+
+The shared server on 5432 must never be stopped by a test, and it trusts every local connection;
+a private cluster can be stopped and started at will and can require passwords. PostgreSQL
+refuses to run as root, so as root the server commands run as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from support.servers import free_port
+
+BIN = (
+    Path("/usr/lib/postgresql")
+    / next(iter(sorted(os.listdir("/usr/lib/postgresql"))), "15")
+    / "bin"
+)
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PrivateCluster:
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="pcf-pg-"))
+        self.data = self.base / "data"
+        self.log = self.base / "server.log"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        subprocess.run(
+            _as_postgres(
+                [str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    options,
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def destroy(self) -> None:
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(self.base, ignore_errors=True)
