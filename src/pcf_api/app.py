@@ -24,6 +24,7 @@ from pcf_api.middleware import (
     ErrorBoundaryMiddleware,
     FaultInjectionMiddleware,
     RequestContextMiddleware,
+    RequestTimeoutMiddleware,
     error_response,
 )
 from pcf_api.observability.logging import get_logger
@@ -96,6 +97,9 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
     middleware = [
         Middleware(RequestContextMiddleware),
         Middleware(ErrorBoundaryMiddleware),
+        Middleware(
+            RequestTimeoutMiddleware, timeout_seconds=settings.server.request_timeout_seconds
+        ),
         Middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes),
     ]
     if settings.testing.delay_seconds > 0:

@@ -63,6 +63,7 @@ class ServerSettings(Section):
     drain_seconds: float = Field(5.0, ge=0, le=300)
     shutdown_timeout: float = Field(30.0, gt=0, le=600)
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
 
 class LogSettings(Section):

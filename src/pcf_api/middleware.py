@@ -170,6 +170,29 @@ class ErrorBoundaryMiddleware:
             )
 
 
+class RequestTimeoutMiddleware:
+    """The outermost deadline of an HTTP request (30 s by default; GraphQL execution 25 s and a
+    database statement 20 s fit inside it, so the innermost one that applies reports first).
+    Past it the request is cancelled and, if nothing was sent yet, answered 504 TIMEOUT."""
+
+    def __init__(self, app: ASGIApp, timeout_seconds: float) -> None:
+        self.app = app
+        self.timeout_seconds = timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await self.app(scope, receive, send)
+        except TimeoutError:
+            raise AppError(
+                ErrorCode.TIMEOUT,
+                f"The request did not finish within {self.timeout_seconds:g} s.",
+            ) from None
+
+
 class BodyLimitMiddleware:
     """Refuses request bodies over the limit with 413, by Content-Length or while streaming."""
 

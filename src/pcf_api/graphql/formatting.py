@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pcf_api.errors import AppError, ErrorCode, default_message, utc_timestamp
 from pcf_api.observability.logging import get_logger
+from pcf_api.store.database import is_statement_timeout
 
 log = get_logger(__name__)
 
@@ -24,7 +25,9 @@ def error_code(error: GraphQLError) -> ErrorCode:
         return ErrorCode.INVALID_INPUT  # syntax, validation or variable coercion
     if isinstance(original, AppError):
         return original.code
-    if isinstance(original, TimeoutError):
+    if isinstance(original, TimeoutError) or (
+        isinstance(original, SQLAlchemyError) and is_statement_timeout(original)
+    ):
         return ErrorCode.TIMEOUT
     if isinstance(original, SQLAlchemyError | ConnectionError):
         return ErrorCode.DATABASE_ERROR

@@ -42,7 +42,9 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         return engine
     connect_args: dict[str, Any] = {
         "timeout": settings.connect_timeout_seconds,
-        "command_timeout": settings.statement_timeout_seconds,
+        # The server cancels first (statement_timeout, a clean TIMEOUT); the client-side
+        # timeout is the backstop for a server that stops answering altogether.
+        "command_timeout": settings.statement_timeout_seconds + 5,
         "server_settings": {
             "application_name": "pcf-api",
             "statement_timeout": str(int(settings.statement_timeout_seconds * 1000)),
@@ -75,6 +77,8 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | sqlalchemy_exc.TimeoutError):
         return True
     if isinstance(exc, sqlalchemy_exc.DBAPIError):
+        if is_statement_timeout(exc):
+            return False
         if exc.connection_invalidated:
             return True
         if isinstance(exc, sqlalchemy_exc.OperationalError | sqlalchemy_exc.InterfaceError):
@@ -83,11 +87,22 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def is_statement_timeout(exc: BaseException) -> bool:
+    """The server cancelled a statement that ran past statement_timeout (SQLSTATE 57014)."""
+    original = getattr(exc, "orig", None)
+    return _sqlstate(original) == "57014"
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) else None
+
+
 def _cannot_connect_now(error: BaseException | None) -> bool:
     """asyncpg's errors while a server starts or stops (SQLSTATE class 57P: operator
     intervention, e.g. 57P01 admin shutdown, 57P03 cannot connect now)."""
-    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith("57P")
+    sqlstate = _sqlstate(error)
+    return sqlstate is not None and sqlstate.startswith("57P")
 
 
 async def ping(engine: AsyncEngine) -> None:
