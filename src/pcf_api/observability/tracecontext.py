@@ -17,10 +17,15 @@ _INVALID_PARENT_ID = "0" * 16
 current_trace_id: ContextVar[str | None] = ContextVar("current_trace_id", default=None)
 
 
+# A generator of our own, seeded from the OS: code that seeds the global `random` module (tests,
+# libraries) must not make trace ids repeat.
+_random = random.Random()  # noqa: S311 - ids need uniqueness, not secrecy
+
+
 def new_trace_id() -> str:
     """128 random bits, never the all-zero invalid id. Trace ids need uniqueness, not secrecy,
     so the fast non-cryptographic generator is enough (OpenTelemetry's SDK does the same)."""
-    return f"{random.getrandbits(128) or 1:032x}"
+    return f"{_random.getrandbits(128) or 1:032x}"
 
 
 def trace_id_from_traceparent(header: str | None) -> str | None:
