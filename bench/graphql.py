@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -246,6 +247,108 @@ def verify(port: int, database: Database) -> list[str]:
     return ids
 
 
+# --- CPU accounting ------------------------------------------------------------------------
+# Two cores are shared by the load generator, the server, the database and whatever else runs.
+# Every measurement records where the CPU went, so a figure taken while something else was busy
+# shows it; before each measurement the script waits (a bounded time) for the machine to be quiet.
+
+HZ = os.sysconf("SC_CLK_TCK")
+QUIET_CORES = 0.15
+
+
+def _system_busy_seconds() -> float:
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / HZ  # all but idle and iowait
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime, all threads
+
+
+def _postgres_seconds() -> dict[int, float]:
+    seconds = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    seconds[int(entry.name)] = _cpu_seconds(int(entry.name))
+            except OSError:
+                continue
+    return seconds
+
+
+def _own_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has exited
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class CpuUse:
+    """Average cores busy during a measurement: the server, PostgreSQL, the load generator
+    (wrk or this script) and everything else."""
+
+    server: float = 0.0
+    database: float = 0.0
+    client: float = 0.0
+    other: float = 0.0
+
+
+class CpuMeter:
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.use = CpuUse()
+
+    def __enter__(self) -> CpuMeter:
+        self._start = (
+            time.monotonic(),
+            _system_busy_seconds(),
+            _cpu_seconds(self.server_pid),
+            _postgres_seconds(),
+            _own_seconds(),
+        )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        wall0, busy0, server0, postgres0, own0 = self._start
+        wall = time.monotonic() - wall0
+        busy = _system_busy_seconds() - busy0
+        server = _cpu_seconds(self.server_pid) - server0
+        postgres = sum(
+            seconds - postgres0.get(pid, 0.0) for pid, seconds in _postgres_seconds().items()
+        )
+        own = _own_seconds() - own0
+        self.use = CpuUse(
+            server=server / wall,
+            database=postgres / wall,
+            client=own / wall,
+            other=max(busy - server - postgres - own, 0.0) / wall,
+        )
+
+
+def wait_quiet(server_pid: int, limit: float) -> float:
+    """Wait until other processes use less than QUIET_CORES, for at most ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    announced = False
+    while True:
+        with CpuMeter(server_pid) as meter:
+            time.sleep(1)
+        other = meter.use.other + meter.use.database
+        if other < QUIET_CORES or time.monotonic() >= deadline:
+            return other
+        if not announced:
+            print(
+                f"  waiting for a quiet machine ({other:.2f} cores busy elsewhere)",
+                file=sys.stderr,
+                flush=True,
+            )
+            announced = True
+
+
 # --- wrk -----------------------------------------------------------------------------------
 
 
@@ -255,6 +358,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu: CpuUse = field(default_factory=CpuUse)
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -329,6 +433,7 @@ class OpenLoopResult:
     errors: Counter[str] = field(default_factory=Counter)
     connections: int = 0
     max_dispatch_lag_ms: float = 0.0
+    cpu: CpuUse = field(default_factory=CpuUse)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -432,24 +537,68 @@ def open_loop(port: int, payload: dict[str, Any], rate: float, duration: float) 
 
 # --- profile -------------------------------------------------------------------------------
 
-# First match wins, tested against "function (file:line)" frames, innermost first for self time.
+# py-spy frames read "function (package/module.py:line)". First match wins; the leaf frame of a
+# sample gives its self time, every frame of it its inclusive time.
 COMPONENTS: tuple[tuple[str, str], ...] = (
-    ("logging (structlog, stdlib logging, our processors)", r"structlog/|/logging/|observability/"),
-    ("JSON encode (orjson, in http.py _respond)", r"^_respond \(.*pcf_api/graphql/http\.py"),
-    ("document cache + limits", r"pcf_api/graphql/(documents|limits)\.py"),
-    ("our GraphQL HTTP handler", r"pcf_api/graphql/http\.py"),
-    ("our middleware", r"pcf_api/middleware\.py"),
-    ("our resolvers, context, DataLoader", r"pcf_api/graphql/|strawberry/dataloader"),
-    ("our store (NoteStore)", r"pcf_api/store/"),
-    ("Strawberry (resolver wrappers, types)", r"strawberry/"),
-    ("graphql-core execute", r"/graphql/"),
-    ("SQLAlchemy", r"sqlalchemy/"),
-    ("aiosqlite", r"aiosqlite/|sqlite3/"),
-    ("asyncpg", r"asyncpg/"),
-    ("Starlette (routing, responses)", r"starlette/"),
-    ("uvicorn/httptools I/O", r"uvicorn/|httptools/"),
-    ("asyncio (tasks, timeouts, contextvars)", r"asyncio/|contextlib|contextvars"),
+    (
+        "logging (structlog, stdlib logging, our processors)",
+        r"\((structlog|logging)/|\(pcf_api/observability/logging",
+    ),
+    ("JSON encoding (orjson.dumps in http.py _respond)", r"_respond \(pcf_api/graphql/http\.py"),
+    ("document cache + query limits", r"\(pcf_api/graphql/(documents|limits)\.py"),
+    ("our GraphQL HTTP handler (http.py)", r"\(pcf_api/graphql/http\.py"),
+    ("our middleware + trace context", r"\(pcf_api/(middleware|observability/tracecontext)"),
+    ("our resolvers, context, DataLoader", r"\(pcf_api/graphql/|\(strawberry/dataloader"),
+    ("our store (NoteStore, resilience)", r"\(pcf_api/(store/|resilience)"),
+    ("Strawberry (resolver wrappers, scalars)", r"\(strawberry/"),
+    ("graphql-core execute", r"\(graphql/"),
+    ("SQLAlchemy (+ greenlet bridge)", r"\((sqlalchemy|greenlet)/"),
+    ("aiosqlite / sqlite3", r"\((aiosqlite|sqlite3)/"),
+    ("asyncpg", r"\(asyncpg/"),
+    ("Starlette (routing, Response)", r"\(starlette/"),
+    ("uvicorn/uvloop/httptools I/O", r"\((uvicorn|httptools)/|^Runner\.run \(asyncio/runners"),
+    ("asyncio (tasks, timeouts) + contextlib", r"\((asyncio|contextlib|contextvars)"),
+    ("generated code (dataclass/namedtuple init)", r"\(<string>"),
 )
+
+
+def _blocking_line(module: Any, frame: str, needle: str) -> str | None:
+    """The py-spy frame of the line of ``module`` that contains ``needle``."""
+    try:
+        source = Path(module.__file__).read_text().splitlines()
+    except (OSError, TypeError):
+        return None
+    for number, line in enumerate(source, start=1):
+        if needle in line:
+            return frame.format(number)
+    return None
+
+
+def _idle_frames() -> set[str]:
+    """Worker threads blocked on a queue, which py-spy does not recognise as idle: aiosqlite's
+    connection threads in ``tx.get()`` and the default executor's in ``work_queue.get``."""
+    import concurrent.futures.thread  # noqa: PLC0415
+
+    import aiosqlite.core  # noqa: PLC0415
+
+    frames = {
+        _blocking_line(
+            aiosqlite.core, "_connection_worker_thread (aiosqlite/core.py:{})", "tx.get()"
+        ),
+        _blocking_line(
+            concurrent.futures.thread,
+            "_worker (concurrent/futures/thread.py:{})",
+            "work_queue.get(block=True)",
+        ),
+    }
+    return {frame for frame in frames if frame}
+
+
+_IDLE_FRAMES = _idle_frames()
+
+
+def _is_idle(leaf: str) -> bool:
+    return leaf in _IDLE_FRAMES
 
 
 def component(frame: str) -> str:
@@ -459,46 +608,53 @@ def component(frame: str) -> str:
     return "other"
 
 
+def _parse_stack(line: str) -> tuple[str, list[str], int] | None:
+    """(thread kind, frames outermost first, samples) of one raw py-spy line; None if idle."""
+    stack, _, count_text = line.rpartition(" ")
+    frames = stack.split(";")
+    if not stack or _is_idle(frames[-1]):
+        return None
+    # Threads other than the event loop's are aiosqlite's (one per connection).
+    kind = "worker threads" if "(threading.py" in stack else "event loop thread"
+    frames = [frame for frame in frames if not frame.startswith(("thread ", "process "))]
+    # Drop the start-up frames above the event loop (cli, server, uvicorn's Server.run);
+    # a stack that ends in Runner.run is the loop's own C code (uvloop, httptools, sockets).
+    for index, frame in enumerate(frames[:-1]):
+        if frame.startswith("Runner.run (asyncio/runners"):
+            frames = frames[index + 1 :]
+            break
+    return (kind, frames, int(count_text)) if frames else None
+
+
 def summarise_profile(path: Path) -> str:
     """Self and inclusive shares by component, per thread kind, and the top self-time frames."""
     threads: Counter[str] = Counter()
     self_time: dict[str, Counter[str]] = {}
     inclusive: dict[str, Counter[str]] = {}
-    hotspots: Counter[str] = Counter()
-    total_main = 0
+    hotspots: dict[str, Counter[str]] = {}
     for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        parsed = _parse_stack(line)
+        if parsed is None:
             continue
-        count = int(count_text)
-        frames = stack.split(";")
-        # Threads other than the event loop's are aiosqlite's (one per connection).
-        kind = "worker threads" if "(threading.py" in stack else "event loop thread"
-        frames = [frame for frame in frames if not frame.startswith(("thread ", "process "))]
+        kind, frames, count = parsed
         threads[kind] += count
-        if not frames:
-            continue
-        leaf = frames[-1]
-        self_time.setdefault(kind, Counter())[component(leaf)] += count
+        self_time.setdefault(kind, Counter())[component(frames[-1])] += count
         for name in {component(frame) for frame in frames}:
             inclusive.setdefault(kind, Counter())[name] += count
-        if kind == "event loop thread":
-            total_main += count
-            hotspots[re.sub(r":\d+\)$", ")", leaf)] += count
+        hotspots.setdefault(kind, Counter())[re.sub(r":\d+\)$", ")", frames[-1])] += count
     lines = []
     total = sum(threads.values())
     for kind, samples in threads.most_common():
-        lines.append(f"{kind}: {samples} samples ({samples / total:.0%} of all)")
+        lines.append(f"{kind}: {samples} non-idle samples ({samples / total:.0%} of all)")
         lines.append(f"  {'component':<52} {'self':>6} {'incl.':>6}")
-        for name, count in self_time[kind].most_common():
-            incl = inclusive[kind][name]
-            lines.append(f"  {name:<52} {count / samples:>6.1%} {incl / samples:>6.1%}")
-        for name, incl in inclusive[kind].most_common():
-            if name not in self_time[kind]:
-                lines.append(f"  {name:<52} {0:>6.1%} {incl / samples:>6.1%}")
-    lines.append("top self-time frames, event loop thread:")
-    for frame, count in hotspots.most_common(15):
-        lines.append(f"  {count / max(total_main, 1):>6.1%}  {frame}")
+        for name, incl in sorted(
+            inclusive[kind].items(), key=lambda item: (-self_time[kind][item[0]], -item[1])
+        ):
+            own = self_time[kind][name]
+            lines.append(f"  {name:<52} {own / samples:>6.1%} {incl / samples:>6.1%}")
+        lines.append(f"  top self-time frames ({kind}):")
+        for frame, count in hotspots[kind].most_common(15 if kind == "event loop thread" else 5):
+            lines.append(f"    {count / samples:>6.1%}  {frame}")
     return "\n".join(lines)
 
 
@@ -562,12 +718,21 @@ def measure(
         ids = verify(port, database)
         for name in ("notes", "note"):
             run_wrk(port, scripts[name], WARMUP_SECONDS, args.connections)
-        notes = run_wrk(port, scripts["notes"], args.duration, args.connections)
-        note = run_wrk(port, scripts["note"], args.duration, args.connections)
-        result = ServerResult(notes, note)
+
+        def closed_loop(name: str) -> WrkResult:
+            wait_quiet(process.pid, args.quiet_wait)
+            with CpuMeter(process.pid) as meter:
+                result = run_wrk(port, scripts[name], args.duration, args.connections)
+            result.cpu = meter.use
+            return result
+
+        result = ServerResult(closed_loop("notes"), closed_loop("note"))
         if args.rate > 0:
-            time.sleep(1)
-            result.rate = open_loop(port, {"query": NOTES_QUERY}, args.rate, args.duration)
+            wait_quiet(process.pid, args.quiet_wait)
+            with CpuMeter(process.pid) as meter:
+                rate = open_loop(port, {"query": NOTES_QUERY}, args.rate, args.duration)
+            rate.cpu = meter.use
+            result.rate = rate
         if args.profile is not None and label == "pcf-api":
             args.profile.mkdir(parents=True, exist_ok=True)
             out = args.profile / f"pcf-api-{database.name}.txt"
@@ -632,13 +797,43 @@ def run_database(
     return {"baseline": baseline, "pcf-api": service}
 
 
+def _cpu(use: CpuUse) -> str:
+    return f"{use.server:.2f} | {use.database:.2f} | {use.client:.2f} | {use.other:.2f}"
+
+
+def source_state() -> str:
+    try:
+        commit = subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{' + uncommitted changes in src/' if dirty else ''}"
+
+
 def report(results: dict[str, dict[str, ServerResult]], args: argparse.Namespace) -> None:
     print(
-        f"\nwrk -t2 -c{args.connections} -d{args.duration}s --latency (POST /graphql), "
-        f"{NOTES} notes, one server process each, pcf-api logs at {args.log_level}\n"
+        f"\nsource {source_state()}; wrk -t2 -c{args.connections} -d{args.duration}s --latency "
+        f"(POST /graphql), {NOTES} notes, one server process each, pcf-api logs at "
+        f"{args.log_level}; CPU columns: average cores busy (server, PostgreSQL, load "
+        "generator, everything else)\n"
     )
-    print("| database | query | server | requests/s | p50 | p99 | errors | pcf-api/baseline |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| database | query | server | requests/s | p50 | p99 | errors | pcf-api/baseline "
+        "| server CPU | DB CPU | client CPU | other CPU |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for db, servers in results.items():
         for query in ("notes", "note"):
             base = getattr(servers["baseline"], query)
@@ -647,15 +842,18 @@ def report(results: dict[str, dict[str, ServerResult]], args: argparse.Namespace
                 ratio = f"{row.rps / base.rps:.2f}x" if name == "pcf-api" else ""
                 print(
                     f"| {db} | {query} | {name} | {row.rps:,.0f} | {row.p50_ms:.1f} ms | "
-                    f"{row.p99_ms:.1f} ms | {row.errors} | {ratio} |"
+                    f"{row.p99_ms:.1f} ms | {row.errors} | {ratio} | {_cpu(row.cpu)} |"
                 )
     if args.rate > 0:
         print(
             f"\nopen loop, notes query, {args.rate:g} requests/s for {args.duration} s "
             "(latency from the scheduled send time)\n"
         )
-        print("| database | server | sent | ok | p50 | p99 | max | errors | connections |")
-        print("|---|---|---:|---:|---:|---:|---:|---|---:|")
+        print(
+            "| database | server | sent | ok | p50 | p99 | max | errors | connections "
+            "| server CPU | DB CPU | client CPU | other CPU |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
         for db, servers in results.items():
             for name, result in servers.items():
                 rate = result.rate
@@ -665,7 +863,7 @@ def report(results: dict[str, dict[str, ServerResult]], args: argparse.Namespace
                 print(
                     f"| {db} | {name} | {rate.sent} | {rate.ok} | {rate.p50_ms:.1f} ms | "
                     f"{rate.p99_ms:.1f} ms | {rate.max_ms:.1f} ms | {errors} | "
-                    f"{rate.connections} |"
+                    f"{rate.connections} | {_cpu(rate.cpu)} |"
                 )
         lags = [
             r.rate.max_dispatch_lag_ms
@@ -688,6 +886,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=300, help="open-loop requests/s; 0: skip")
     parser.add_argument("--log-level", default="INFO", help="pcf-api log level (INFO)")
     parser.add_argument("--profile", type=Path, help="record a py-spy profile of pcf-api here")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60,
+        help="seconds to wait at most for other processes to go quiet before each measurement",
+    )
     args = parser.parse_args()
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]
     if not set(databases) <= {"sqlite", "postgres"}:

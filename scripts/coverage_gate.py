@@ -15,6 +15,7 @@ CRITICAL_MODULES = (
     "src/pcf_api/config.py",  # configuration validation
     "src/pcf_api/health.py",  # health state transitions
     "src/pcf_api/errors.py",  # error mapping
+    "src/pcf_api/resilience.py",  # retry: the bounded write wait
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,5 +25,10 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     yield factory
     for server in started:
         if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+            # A graceful stop lets the server write its coverage data; kill only if it hangs.
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()

@@ -37,6 +37,7 @@ from pcf_api.middleware import (
     ErrorBoundaryMiddleware,
     FaultInjectionMiddleware,
     RequestContextMiddleware,
+    RequestTimeoutMiddleware,
 )
 from pcf_api.observability.logging import configure_logging, get_logger
 
@@ -855,6 +856,7 @@ async def test_middleware_order() -> None:
     assert [m.cls for m in app.user_middleware] == [
         RequestContextMiddleware,
         ErrorBoundaryMiddleware,
+        RequestTimeoutMiddleware,
         BodyLimitMiddleware,
         FaultInjectionMiddleware,
     ]
