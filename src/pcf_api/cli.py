@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
     _add_settings_flags(migrate)
 
+    commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -73,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_show(args)
     if args.command == "migrate":
         return _migrate(args)
+    if args.command == "schema":
+        from pcf_api.graphql.schema import build_schema
+
+        print(build_schema().as_str())
+        return 0
     return _serve(args)
 
 

@@ -129,6 +129,19 @@ async def test_the_eleventh_subscription_of_one_client_is_refused(server_factory
         assert len(error["extensions"]["traceId"]) == 32
         assert await client.receive() == {"id": "10", "type": "complete"}
 
+    # Disconnecting released all ten: a new connection of the same client gets ten again.
+    async with SubscriptionClient(_ws_url(server)) as client:
+        for index in range(10):
+            await client.subscribe(str(index), "subscription { noteDeleted }")
+        await _settle()
+        note_id = await asyncio.to_thread(_create, server.url, "gone")
+        await asyncio.to_thread(
+            _mutate, server.url, "mutation($id: ID!) { deleteNote(id: $id) }", {"id": note_id}
+        )
+        received = [await client.next_data() for _ in range(10)]
+        assert sorted(operation for operation, _ in received) == sorted(map(str, range(10)))
+        assert {data["noteDeleted"] for _, data in received} == {note_id}
+
 
 async def test_subscription_documents_obey_the_query_limits(server_factory, tmp_path) -> None:
     server = server_factory(

@@ -229,6 +229,8 @@ def configure_logging(
         library_logger.handlers.clear()
         library_logger.propagate = True
         library_logger.setLevel(logging.NOTSET)
+    # Alembic narrates every step at INFO; the migrate command logs the outcome itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name, module_level in (module_levels or {}).items():
         logging.getLogger(name).setLevel(module_level)
     logging.captureWarnings(True)
