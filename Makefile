@@ -29,8 +29,8 @@ run: $(VENV)/.runtime ## run the service locally (development profile, http://12
 	PCF_ENVIRONMENT=$${PCF_ENVIRONMENT:-development} $(BIN)/pcf-api serve --port $(PORT)
 
 lint: $(VENV)/.dev ## ruff (lint + format check) and mypy --strict on src/
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 format: $(VENV)/.dev ## apply the formatter and safe lint fixes

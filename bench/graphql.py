@@ -66,6 +66,8 @@ NOTES = 1000
 WARMUP_SECONDS = 2
 MAX_OPEN_LOOP_CONNECTIONS = 256
 OPEN_LOOP_TIMEOUT = 5.0
+WRK_TIMEOUT = 10
+REUSE_SECONDS = 3.0
 
 NOTES_QUERY = "{ notes(limit: 10) { edges { node { id title author } } totalCount } }"
 NOTE_QUERY = "query Note($id: ID!) { note(id: $id) { id title author } }"
@@ -90,9 +92,7 @@ def seed(database: Database) -> None:
         "PCF_LOG__LEVEL": "WARNING",
         "PCF_DATABASE__URL": database.url,
     }
-    subprocess.run(  # noqa: S603 - our own executable, fixed arguments
-        [str(BIN / "pcf-api"), "migrate"], env=env, check=True, timeout=60
-    )
+    subprocess.run([str(BIN / "pcf-api"), "migrate"], env=env, check=True, timeout=60)
     from sqlalchemy import create_engine, insert  # noqa: PLC0415 - only the seeding needs it
 
     from pcf_api.store.models import new_note_id  # noqa: PLC0415
@@ -166,7 +166,7 @@ def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[subpr
 
     stdout (pcf-api's log lines) goes to /dev/null, stderr to ``log`` for when it fails."""
     with log.open("wb") as stderr:
-        process = subprocess.Popen(  # noqa: S603 - our own executables, fixed arguments
+        process = subprocess.Popen(
             command,
             env=env,
             cwd=ROOT,
@@ -371,13 +371,32 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS_MS[match.group(2)]
 
 
+# Counts 200 answers that carry GraphQL errors or no data (wrk counts other statuses itself).
+WRK_CHECK = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status == 200 and (string.find(body, '"errors"', 1, true)
+      or not string.find(body, '"data":{', 1, true)) then
+    bad = bad + 1
+  end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("bad") end
+  io.write(string.format("GraphQL errors: %d\\n", total))
+end
+"""
+
+
 def wrk_script(directory: Path, name: str, payload: dict[str, Any]) -> Path:
     body = orjson.dumps(payload).decode()
     path = directory / f"{name}.lua"
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = [==[{body}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n' + WRK_CHECK
     )
     return path
 
@@ -389,11 +408,13 @@ def run_wrk(port: int, script: Path, duration: int, connections: int) -> WrkResu
         f"-c{connections}",
         f"-d{duration}s",
         "--latency",
+        "--timeout",  # wrk's default (2 s) would drop slow answers from the percentiles
+        f"{WRK_TIMEOUT}s",
         "-s",
         str(script),
         f"http://127.0.0.1:{port}/graphql",
     ]
-    output = subprocess.run(  # noqa: S603 - wrk from PATH, fixed arguments
+    output = subprocess.run(
         command, capture_output=True, text=True, check=True, timeout=duration + 30
     ).stdout
 
@@ -412,10 +433,11 @@ def run_wrk(port: int, script: Path, duration: int, connections: int) -> WrkResu
     )
     if socket_errors:
         errors += sum(int(value) for value in socket_errors.groups())
+    errors += int(find(r"GraphQL errors: (\d+)"))
     return WrkResult(
         rps=float(find(r"Requests/sec:\s+([\d.]+)")),
-        p50_ms=_ms(find(r"50%\s+(\S+)")),
-        p99_ms=_ms(find(r"99%\s+(\S+)")),
+        p50_ms=_ms(find(r"(?m)^\s+50%\s+(\S+)\s*$")),
+        p99_ms=_ms(find(r"(?m)^\s+99%\s+(\S+)\s*$")),
         errors=errors,
     )
 
@@ -462,7 +484,10 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float) -> Op
         b"Content-Length: %d\r\n\r\n" % (port, len(body))
     ) + body
     slots = asyncio.Semaphore(MAX_OPEN_LOOP_CONNECTIONS)
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # Idle keep-alive connections, most recently used last. Both servers close a connection after
+    # 5 s without a request; one idle for longer than REUSE_SECONDS is closed here instead of
+    # being reused, so the server's close cannot race a new request on it.
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     opened = 0
@@ -472,8 +497,10 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float) -> Op
         async with slots:
             try:
                 async with asyncio.timeout(OPEN_LOOP_TIMEOUT):
+                    while idle and loop.time() - idle[-1][2] > REUSE_SECONDS:
+                        idle.pop()[1].close()
                     if idle:
-                        reader, writer = idle.pop()
+                        reader, writer, _ = idle.pop()
                     else:
                         reader, writer = await asyncio.open_connection("127.0.0.1", port)
                         opened += 1
@@ -489,7 +516,7 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float) -> Op
             latencies.append(loop.time() - due)
             if status != 200 or b'"errors"' in payload:
                 errors[f"HTTP {status}" if status != 200 else "GraphQL errors"] += 1
-            idle.append((reader, writer))
+            idle.append((reader, writer, loop.time()))
 
     total = int(rate * duration)
     start = loop.time() + 0.05
@@ -504,24 +531,39 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float) -> Op
             max_lag = max(max_lag, -delay)
         tasks.append(asyncio.create_task(one(due)))
     await asyncio.wait(tasks, timeout=OPEN_LOOP_TIMEOUT + 1)
-    for reader_writer in idle:
-        reader_writer[1].close()
-    latencies.sort()
+    for _, writer, _ in idle:
+        writer.close()
+    unfinished = sum(1 for task in tasks if not task.done())
+    return _open_loop_result(
+        latencies, errors, unfinished=unfinished, total=total, opened=opened, max_lag=max_lag
+    )
+
+
+def _open_loop_result(
+    latencies: list[float],
+    errors: Counter[str],
+    *,
+    unfinished: int,
+    total: int,
+    opened: int,
+    max_lag: float,
+) -> OpenLoopResult:
+    latencies = sorted(latencies)
 
     def percentile(fraction: float) -> float:
         if not latencies:
             return float("nan")
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000
 
+    answered_badly = errors["GraphQL errors"] + sum(
+        count for name, count in errors.items() if name.startswith("HTTP")
+    )
     errors_total = Counter(errors)
-    unfinished = sum(1 for task in tasks if not task.done())
     if unfinished:
         errors_total["unfinished"] += unfinished
     return OpenLoopResult(
         sent=total,
-        ok=len(latencies)
-        - errors["GraphQL errors"]
-        - sum(count for name, count in errors.items() if name.startswith("HTTP")),
+        ok=len(latencies) - answered_badly,
         p50_ms=percentile(0.50),
         p99_ms=percentile(0.99),
         max_ms=latencies[-1] * 1000 if latencies else float("nan"),
@@ -659,7 +701,7 @@ def summarise_profile(path: Path) -> str:
 
 
 def profile(pid: int, port: int, script: Path, *, seconds: int, connections: int, out: Path) -> str:
-    spy = subprocess.Popen(  # noqa: S603 - py-spy from the venv, fixed arguments
+    spy = subprocess.Popen(
         [
             str(BIN / "py-spy"),
             "record",
@@ -697,7 +739,7 @@ def profile(pid: int, port: int, script: Path, *, seconds: int, connections: int
 class ServerResult:
     notes: WrkResult
     note: WrkResult
-    rate: OpenLoopResult | None = None
+    rates: dict[float, OpenLoopResult] = field(default_factory=dict)
     profile: str = ""
 
 
@@ -710,6 +752,7 @@ def measure(
     database: Database,
     args: argparse.Namespace,
     scripts: dict[str, Path],
+    profile_to: Path | None = None,
 ) -> tuple[ServerResult, list[str]]:
     print(f"[{database.name}] {label}: starting", file=sys.stderr, flush=True)
     log = args.workdir / f"{label}-{database.name}.stderr"
@@ -727,22 +770,21 @@ def measure(
             return result
 
         result = ServerResult(closed_loop("notes"), closed_loop("note"))
-        if args.rate > 0:
+        for rate in args.rates:
             wait_quiet(process.pid, args.quiet_wait)
             with CpuMeter(process.pid) as meter:
-                rate = open_loop(port, {"query": NOTES_QUERY}, args.rate, args.duration)
-            rate.cpu = meter.use
-            result.rate = rate
-        if args.profile is not None and label == "pcf-api":
-            args.profile.mkdir(parents=True, exist_ok=True)
-            out = args.profile / f"pcf-api-{database.name}.txt"
+                outcome = open_loop(port, {"query": NOTES_QUERY}, rate, args.duration)
+            outcome.cpu = meter.use
+            result.rates[rate] = outcome
+        if profile_to is not None:
+            wait_quiet(process.pid, args.quiet_wait)
             result.profile = profile(
                 process.pid,
                 port,
                 scripts["notes"],
                 seconds=args.duration,
                 connections=args.connections,
-                out=out,
+                out=profile_to,
             )
         verify(port, database)  # still answering correctly after the load
     print(f"[{database.name}] {label}: done", file=sys.stderr, flush=True)
@@ -764,7 +806,8 @@ def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
 
 def run_database(
     database: Database, args: argparse.Namespace, workdir: Path
-) -> dict[str, ServerResult]:
+) -> dict[str, list[ServerResult]]:
+    """Baseline then pcf-api, ``--repeat`` times; each server started afresh every round."""
     seed(database)
     scripts = {
         "notes": wrk_script(workdir, "notes", {"query": NOTES_QUERY}),
@@ -772,46 +815,59 @@ def run_database(
             workdir, "note", {"query": NOTE_QUERY, "variables": {"id": database.note_id}}
         ),
     }
-    port = free_port()
-    baseline, baseline_ids = measure(
-        "baseline",
-        baseline_command(port),
-        env={**_clean_env(), "BENCH_DATABASE_URL": database.url},
-        port=port,
-        database=database,
-        args=args,
-        scripts=scripts,
-    )
-    port = free_port()
-    service, service_ids = measure(
-        "pcf-api",
-        [str(BIN / "pcf-api"), "serve"],
-        env=pcf_env(database, port, args.log_level),
-        port=port,
-        database=database,
-        args=args,
-        scripts=scripts,
-    )
-    if baseline_ids != service_ids:
-        raise SystemExit(f"the servers disagree on the first page: {baseline_ids} {service_ids}")
-    return {"baseline": baseline, "pcf-api": service}
+    results: dict[str, list[ServerResult]] = {"baseline": [], "pcf-api": []}
+    for round_number in range(1, args.repeat + 1):
+        last = round_number == args.repeat
+        port = free_port()
+        baseline, baseline_ids = measure(
+            "baseline",
+            baseline_command(port),
+            env={**_clean_env(), "BENCH_DATABASE_URL": database.url},
+            port=port,
+            database=database,
+            args=args,
+            scripts=scripts,
+        )
+        port = free_port()
+        profile_to = None
+        if args.profile is not None and last:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profile_to = args.profile / f"pcf-api-{database.name}.txt"
+        service, service_ids = measure(
+            "pcf-api",
+            [str(BIN / "pcf-api"), "serve"],
+            env=pcf_env(database, port, args.log_level),
+            port=port,
+            database=database,
+            args=args,
+            scripts=scripts,
+            profile_to=profile_to,
+        )
+        if baseline_ids != service_ids:
+            raise SystemExit(
+                f"the servers disagree on the first page: {baseline_ids} {service_ids}"
+            )
+        results["baseline"].append(baseline)
+        results["pcf-api"].append(service)
+    return results
 
 
 def _cpu(use: CpuUse) -> str:
-    return f"{use.server:.2f} | {use.database:.2f} | {use.client:.2f} | {use.other:.2f}"
+    flag = " (!)" if use.other > QUIET_CORES else ""
+    return f"{use.server:.2f} | {use.database:.2f} | {use.client:.2f} | {use.other:.2f}{flag}"
 
 
 def source_state() -> str:
     try:
-        commit = subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
             timeout=10,
         ).stdout.strip()
-        dirty = subprocess.run(  # noqa: S603
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],  # noqa: S607
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
             capture_output=True,
             text=True,
             check=True,
@@ -822,60 +878,64 @@ def source_state() -> str:
     return f"{commit}{' + uncommitted changes in src/' if dirty else ''}"
 
 
-def report(results: dict[str, dict[str, ServerResult]], args: argparse.Namespace) -> None:
+def _median_run(runs: list[WrkResult]) -> WrkResult:
+    return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
+
+
+def report(results: dict[str, dict[str, list[ServerResult]]], args: argparse.Namespace) -> None:
+    rounds = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
     print(
         f"\nsource {source_state()}; wrk -t2 -c{args.connections} -d{args.duration}s --latency "
-        f"(POST /graphql), {NOTES} notes, one server process each, pcf-api logs at "
-        f"{args.log_level}; CPU columns: average cores busy (server, PostgreSQL, load "
-        "generator, everything else)\n"
+        f"--timeout {WRK_TIMEOUT}s (POST /graphql), {NOTES} notes, one server process each, "
+        f"pcf-api logs at {args.log_level}{rounds}. CPU columns: average cores busy (server, "
+        f"PostgreSQL, load generator, everything else; (!) = over {QUIET_CORES} cores "
+        "elsewhere, a disturbed measurement)\n"
     )
     print(
-        "| database | query | server | requests/s | p50 | p99 | errors | pcf-api/baseline "
-        "| server CPU | DB CPU | client CPU | other CPU |"
+        "| database | query | server | requests/s | range | p50 | p99 | errors "
+        "| pcf-api/baseline | server CPU | DB CPU | client CPU | other CPU |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for db, servers in results.items():
         for query in ("notes", "note"):
-            base = getattr(servers["baseline"], query)
-            for name, result in servers.items():
-                row = getattr(result, query)
+            base = _median_run([getattr(run, query) for run in servers["baseline"]])
+            for name, runs in servers.items():
+                rows = [getattr(run, query) for run in runs]
+                row = _median_run(rows)
+                spread = f"{min(r.rps for r in rows):,.0f}-{max(r.rps for r in rows):,.0f}"
                 ratio = f"{row.rps / base.rps:.2f}x" if name == "pcf-api" else ""
                 print(
-                    f"| {db} | {query} | {name} | {row.rps:,.0f} | {row.p50_ms:.1f} ms | "
-                    f"{row.p99_ms:.1f} ms | {row.errors} | {ratio} | {_cpu(row.cpu)} |"
+                    f"| {db} | {query} | {name} | {row.rps:,.0f} | {spread} | "
+                    f"{row.p50_ms:.1f} ms | {row.p99_ms:.1f} ms | {sum(r.errors for r in rows)} "
+                    f"| {ratio} | {_cpu(row.cpu)} |"
                 )
-    if args.rate > 0:
+    for rate in args.rates:
         print(
-            f"\nopen loop, notes query, {args.rate:g} requests/s for {args.duration} s "
-            "(latency from the scheduled send time)\n"
+            f"\nopen loop, notes query, {rate:g} requests/s for {args.duration} s (latency from "
+            f"the scheduled send time; timeout {OPEN_LOOP_TIMEOUT:g} s; worst round by p99)\n"
         )
         print(
             "| database | server | sent | ok | p50 | p99 | max | errors | connections "
             "| server CPU | DB CPU | client CPU | other CPU |"
         )
         print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+        lags = []
         for db, servers in results.items():
-            for name, result in servers.items():
-                rate = result.rate
-                if rate is None:
-                    continue
-                errors = ", ".join(f"{k}: {v}" for k, v in rate.errors.items()) or "0"
+            for name, runs in servers.items():
+                outcome = max((run.rates[rate] for run in runs), key=lambda o: o.p99_ms)
+                lags.append(max(run.rates[rate].max_dispatch_lag_ms for run in runs))
+                errors = ", ".join(f"{k}: {v}" for k, v in outcome.errors.items()) or "0"
                 print(
-                    f"| {db} | {name} | {rate.sent} | {rate.ok} | {rate.p50_ms:.1f} ms | "
-                    f"{rate.p99_ms:.1f} ms | {rate.max_ms:.1f} ms | {errors} | "
-                    f"{rate.connections} | {_cpu(rate.cpu)} |"
+                    f"| {db} | {name} | {outcome.sent} | {outcome.ok} | "
+                    f"{outcome.p50_ms:.1f} ms | {outcome.p99_ms:.1f} ms | "
+                    f"{outcome.max_ms:.1f} ms | {errors} | {outcome.connections} | "
+                    f"{_cpu(outcome.cpu)} |"
                 )
-        lags = [
-            r.rate.max_dispatch_lag_ms
-            for servers in results.values()
-            for r in servers.values()
-            if r.rate is not None
-        ]
         print(f"\n(load generator: largest lag behind its timetable {max(lags):.1f} ms)")
     for db, servers in results.items():
-        if servers["pcf-api"].profile:
+        if servers["pcf-api"][-1].profile:
             print(f"\npy-spy profile, pcf-api, {db}, notes query under wrk:\n")
-            print(servers["pcf-api"].profile)
+            print(servers["pcf-api"][-1].profile)
 
 
 def main() -> int:
@@ -883,7 +943,10 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--databases", default="sqlite,postgres", help="sqlite,postgres")
-    parser.add_argument("--rate", type=float, default=300, help="open-loop requests/s; 0: skip")
+    parser.add_argument(
+        "--rate", default="300", help="open-loop requests/s, comma-separated; 0: skip"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per database (median)")
     parser.add_argument("--log-level", default="INFO", help="pcf-api log level (INFO)")
     parser.add_argument("--profile", type=Path, help="record a py-spy profile of pcf-api here")
     parser.add_argument(
@@ -893,9 +956,12 @@ def main() -> int:
         help="seconds to wait at most for other processes to go quiet before each measurement",
     )
     args = parser.parse_args()
+    args.rates = [float(rate) for rate in args.rate.split(",") if float(rate) > 0]
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]
     if not set(databases) <= {"sqlite", "postgres"}:
         parser.error("--databases takes sqlite and/or postgres")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
@@ -903,7 +969,7 @@ def main() -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
-    results: dict[str, dict[str, ServerResult]] = {}
+    results: dict[str, dict[str, list[ServerResult]]] = {}
     with tempfile.TemporaryDirectory(prefix="pcf-bench-graphql-") as tmp:
         workdir = args.workdir = Path(tmp)
         for name in databases:
