@@ -12,9 +12,6 @@ PCF_TEST_POSTGRES_URL and PCF_TEST_REDIS_URL override where they are.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import logging
 import os
 import secrets
 import socket
@@ -28,9 +25,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 import redis.exceptions
-import structlog
 
-from pcf_api.observability.logging import configure_logging
 from pcf_api.store.events import (
     MAX_EVENT_BYTES,
     PostgresBroker,
@@ -38,6 +33,7 @@ from pcf_api.store.events import (
     Subscription,
 )
 from pcf_api.store.models import EventKind, Note, NoteEvent, new_note_id
+from support.logs import LogCapture, capture_logs
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -55,34 +51,11 @@ MIXED = ("é€🙂" * 3334)[:10_000]
 Broker = PostgresBroker | RedisBroker
 
 
-class LogCapture:
-    def __init__(self, stream: io.StringIO) -> None:
-        self._stream = stream
-
-    def find(self, message: str) -> list[dict[str, Any]]:
-        lines = self._stream.getvalue().splitlines()
-        return [record for line in lines if (record := json.loads(line))["message"] == message]
-
-    def text(self) -> str:
-        return self._stream.getvalue()
-
-
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     """The service's real JSON logging pipeline, written to a buffer."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(
-        log_format="json", stream=stream, module_levels={"pcf_api.store.events": "DEBUG"}
-    )
-    yield LogCapture(stream)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    with capture_logs(module_levels={"pcf_api.store.events": "DEBUG"}) as capture:
+        yield capture
 
 
 class Proxy:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import re
@@ -18,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -39,7 +37,8 @@ from pcf_api.middleware import (
     RequestContextMiddleware,
     RequestTimeoutMiddleware,
 )
-from pcf_api.observability.logging import configure_logging, get_logger
+from pcf_api.observability.logging import get_logger
+from support.logs import LogCapture, capture_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -53,39 +52,11 @@ MAX_BODY = 1024  # the smallest limit the settings allow
 # --- helpers -------------------------------------------------------------------------------
 
 
-class LogCapture:
-    def __init__(self, stream: io.StringIO) -> None:
-        self._stream = stream
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._stream.getvalue().splitlines() if line.strip()]
-
-    def find(self, message: str, **fields: Any) -> list[dict[str, Any]]:
-        return [
-            record
-            for record in self.records()
-            if record.get("message") == message
-            and all(record.get(key) == value for key, value in fields.items())
-        ]
-
-    def text(self) -> str:
-        return self._stream.getvalue()
-
-
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     """The service's real JSON logging pipeline, written to a buffer."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(log_format="json", stream=stream)
-    yield LogCapture(stream)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    with capture_logs() as capture:
+        yield capture
 
 
 def dev_settings(**overrides: Any) -> Settings:

@@ -9,19 +9,16 @@ after the timeout; failure details reach the logs, never the readiness document.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 
 from pcf_api.health import HealthRegistry, Status
-from pcf_api.observability.logging import configure_logging
+from support.logs import LogCapture, capture_logs
 
 ISO_UTC_MILLIS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -39,39 +36,11 @@ class FakeClock:
         self.now += seconds
 
 
-class LogCapture:
-    def __init__(self, stream: io.StringIO) -> None:
-        self._stream = stream
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._stream.getvalue().splitlines() if line.strip()]
-
-    def find(self, message: str, **fields: Any) -> list[dict[str, Any]]:
-        return [
-            record
-            for record in self.records()
-            if record.get("message") == message
-            and all(record.get(key) == value for key, value in fields.items())
-        ]
-
-    def text(self) -> str:
-        return self._stream.getvalue()
-
-
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     """The service's real JSON logging pipeline, written to a buffer."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(log_format="json", stream=stream)
-    yield LogCapture(stream)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    with capture_logs() as capture:
+        yield capture
 
 
 def make_check(state: dict[str, Any]) -> Any:

@@ -9,17 +9,12 @@ kind and note id only, and its iterator ends after what was queued; the publishe
 from __future__ import annotations
 
 import asyncio
-import io
-import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import structlog
 
-from pcf_api.observability.logging import configure_logging
 from pcf_api.store.events import (
     DEFAULT_CHANNEL,
     MAX_EVENT_BYTES,
@@ -30,38 +25,18 @@ from pcf_api.store.events import (
     create_broker,
 )
 from pcf_api.store.models import EventKind, Note, NoteEvent, new_note_id
+from support.logs import LogCapture, capture_logs
 
 pytestmark = pytest.mark.anyio
 
 PRIVATE = "the-private-content-of-a-note"
 
 
-class LogCapture:
-    def __init__(self, stream: io.StringIO) -> None:
-        self._stream = stream
-
-    def find(self, message: str) -> list[dict[str, Any]]:
-        lines = self._stream.getvalue().splitlines()
-        return [record for line in lines if (record := json.loads(line))["message"] == message]
-
-    def text(self) -> str:
-        return self._stream.getvalue()
-
-
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     """The service's real JSON logging pipeline, written to a buffer."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(log_format="json", stream=stream, level="DEBUG")
-    yield LogCapture(stream)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
-    structlog.reset_defaults()
+    with capture_logs() as capture:
+        yield capture
 
 
 def event(kind: EventKind = EventKind.CREATED, content: str = PRIVATE) -> NoteEvent:
