@@ -64,7 +64,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> Starlette:
-    """Build the application; the server passes ``health`` in to flip readiness on signals."""
+    """Build the application. Its health registry is ``app.state.health`` (the server flips
+    readiness there on signals); tests may pass their own."""
     health = health or HealthRegistry(
         version=__version__,
         interval=settings.health.check_interval_seconds,

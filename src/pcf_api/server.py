@@ -112,13 +112,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def run(settings: Settings, *, version: str) -> int:
     """Serve until a signal or a failure; return the process exit code."""
-    health = HealthRegistry(
-        version=version,
-        interval=settings.health.check_interval_seconds,
-        timeout=settings.health.check_timeout_seconds,
-        warn_interval=settings.health.warn_interval_seconds,
-    )
-    app = create_app(settings, health=health)
+    app = create_app(settings)
+    health: HealthRegistry = app.state.health
     host, port = settings.server.host, settings.server.port
     try:
         sock = bind_socket(host, port)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from support.databases import postgres_database
 from support.servers import ServerProcess, start_server
 
 
@@ -32,3 +33,13 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
             except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that takes it runs against SQLite and against a real PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/notes.db"
+    else:
+        with postgres_database() as url:
+            yield url

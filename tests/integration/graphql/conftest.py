@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -13,7 +13,6 @@ from starlette.applications import Starlette
 
 from pcf_api.app import create_app
 from pcf_api.config import load_settings
-from support.databases import postgres_database
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -52,15 +51,6 @@ class GraphQLClient:
         return data["createNote"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/notes.db"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
 def settings_for(database_url: str, **env: str) -> Any:
     environ = {
         "PCF_ENVIRONMENT": "development",
@@ -71,24 +61,26 @@ def settings_for(database_url: str, **env: str) -> Any:
     return load_settings(environ=environ).settings
 
 
-async def _started(app: Starlette) -> AsyncIterator[Starlette]:
+@asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """The app through its lifespan, once the notes API is ready, with an HTTP client to it."""
     async with app.router.lifespan_context(app):
         for _ in range(200):
             if app.state.notes_api.ready:
                 break
             await asyncio.sleep(0.05)
         assert app.state.notes_api.ready, "notes API did not become ready"
-        yield app
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
 
 
 @pytest.fixture
-async def app(database_url: str) -> AsyncIterator[Starlette]:
-    async for started in _started(create_app(settings_for(database_url))):
-        yield started
+def app(database_url: str) -> Starlette:
+    return create_app(settings_for(database_url))
 
 
 @pytest.fixture
 async def client(app: Starlette) -> AsyncIterator[GraphQLClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with running(app) as http:
         yield GraphQLClient(http)

@@ -3,19 +3,16 @@ fires surfaces as TIMEOUT, never as a hang or an internal error."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import psycopg
 import pytest
-from starlette.applications import Starlette
 
 from pcf_api.app import create_app
 from support.databases import postgres_database
 
-from .conftest import settings_for
+from .conftest import running, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -33,15 +30,6 @@ def locked_notes_table(async_url: str) -> Iterator[None]:
         connection.close()
 
 
-async def _client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        while not app.state.notes_api.ready:
-            await asyncio.sleep(0.02)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     with postgres_database() as url:
@@ -50,7 +38,7 @@ def pg_url() -> Iterator[str]:
 
 async def test_a_statement_past_the_database_deadline_is_timeout(pg_url) -> None:
     settings = settings_for(pg_url, PCF_DATABASE__STATEMENT_TIMEOUT_SECONDS="1")
-    async for client in _client(create_app(settings)):
+    async with running(create_app(settings)) as client:
         with locked_notes_table(pg_url):
             response = await client.post("/graphql", json={"query": "{ notes { totalCount } }"})
         error = response.json()["errors"][0]
@@ -66,7 +54,7 @@ async def test_execution_past_the_graphql_deadline_is_timeout_504(pg_url) -> Non
         PCF_DATABASE__STATEMENT_TIMEOUT_SECONDS="10",
         PCF_GRAPHQL__EXECUTION_TIMEOUT_SECONDS="1",
     )
-    async for client in _client(create_app(settings)):
+    async with running(create_app(settings)) as client:
         with locked_notes_table(pg_url):
             response = await client.post("/graphql", json={"query": "{ notes { totalCount } }"})
         assert response.status_code == 504
@@ -80,7 +68,7 @@ async def test_a_request_past_the_http_deadline_is_timeout_504(tmp_path) -> None
         PCF_TESTING__DELAY_SECONDS="2",
         PCF_TESTING__DELAY_PATHS="/version",
     )
-    async for client in _client(create_app(settings)):
+    async with running(create_app(settings)) as client:
         response = await client.get("/version")
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "TIMEOUT"

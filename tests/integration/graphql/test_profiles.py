@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from pcf_api.app import create_app
 from pcf_api.config import load_settings
+
+from .conftest import running
 
 pytestmark = pytest.mark.anyio
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
 
 
-async def _client(environ: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load_settings(environ=environ).settings)
-    async with app.router.lifespan_context(app):
-        while not app.state.notes_api.ready:
-            await asyncio.sleep(0.02)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+def _app(environ: dict[str, str]) -> Starlette:
+    return create_app(load_settings(environ=environ).settings)
 
 
 @pytest.fixture
@@ -33,7 +29,7 @@ async def production(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         "PCF_ENVIRONMENT": "production",
         "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/prod.db",
     }
-    async for client in _client(environ):
+    async with running(_app(environ)) as client:
         yield client
 
 
@@ -43,7 +39,7 @@ async def development(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         "PCF_ENVIRONMENT": "development",
         "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/dev.db",
     }
-    async for client in _client(environ):
+    async with running(_app(environ)) as client:
         yield client
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
@@ -13,16 +12,6 @@ from pcf_api.config import DatabaseSettings
 from pcf_api.store.database import create_engine
 from pcf_api.store.migrate import upgrade_to_head
 from pcf_api.store.notes import NoteStore
-from support.databases import postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/notes.db"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture
