@@ -63,6 +63,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BE
 BIN = Path(sys.executable).parent
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 NOTES = 1000
+BENCH_USER = "reader"  # may read every seeded note (see seed); the demo identity or the token's sub
 WARMUP_SECONDS = 2
 MAX_OPEN_LOOP_CONNECTIONS = 256
 OPEN_LOOP_TIMEOUT = 5.0
@@ -93,10 +94,10 @@ def seed(database: Database) -> None:
         "PCF_DATABASE__URL": database.url,
     }
     subprocess.run([str(BIN / "pcf-api"), "migrate"], env=env, check=True, timeout=60)
-    from sqlalchemy import create_engine, insert  # noqa: PLC0415 - only the seeding needs it
+    from sqlalchemy import create_engine, insert, text  # noqa: PLC0415 - only the seeding needs it
 
     from pcf_api.store.models import new_note_id  # noqa: PLC0415
-    from pcf_api.store.tables import notes  # noqa: PLC0415
+    from pcf_api.store.tables import note_relationships, notes  # noqa: PLC0415
 
     start = datetime(2025, 1, 1, tzinfo=UTC)
     rows = []
@@ -112,10 +113,20 @@ def seed(database: Database) -> None:
                 "updated_at": created,
             }
         )
+    # Each note's author owns it, and the user the benchmark reads as may read every note.
+    relationships = [
+        {"note_id": row["id"], "subject": subject, "relation": relation}
+        for row in rows
+        for subject, relation in ((row["author"], "owner"), (BENCH_USER, "reader"))
+    ]
     engine = create_engine(database.sync_url)
     try:
         with engine.begin() as connection:
             connection.execute(insert(notes), rows)
+            connection.execute(insert(note_relationships), relationships)
+            if database.name == "postgres":
+                # Statistics, as a database in service has: without them the planner guesses.
+                connection.execute(text("ANALYZE"))
     finally:
         engine.dispose()
     database.note_id = rows[NOTES // 2]["id"]
@@ -207,15 +218,24 @@ def baseline_command(port: int) -> list[str]:
     ]
 
 
-def graphql_post(port: int, query: str, variables: dict[str, Any] | None = None) -> Any:
+def graphql_post(
+    port: int,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     payload: dict[str, Any] = {"query": query}
     if variables is not None:
         payload["variables"] = variables
-    response = httpx.post(f"http://127.0.0.1:{port}/graphql", json=payload, timeout=5)
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/graphql", json=payload, headers=headers, timeout=5
+    )
     return response.status_code, response.json()
 
 
-def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def wait_serving(
+    process: subprocess.Popen[bytes], port: int, log: Path, headers: dict[str, str] | None
+) -> None:
     """Until the notes query answers 200 (pcf-api answers 503 until its database is ready)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -223,7 +243,7 @@ def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None
             stderr = log.read_text(errors="replace")
             raise SystemExit(f"server exited with {process.returncode}:\n{stderr[-3000:]}")
         try:
-            status, _ = graphql_post(port, NOTES_QUERY)
+            status, _ = graphql_post(port, NOTES_QUERY, headers=headers)
             if status == 200:
                 return
         except (httpx.TransportError, ValueError):
@@ -232,16 +252,16 @@ def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None
     raise SystemExit(f"server on port {port} did not come up within 60 s")
 
 
-def verify(port: int, database: Database) -> list[str]:
+def verify(port: int, database: Database, headers: dict[str, str] | None) -> list[str]:
     """One request per query; raise unless the answers are complete and correct."""
-    status, body = graphql_post(port, NOTES_QUERY)
+    status, body = graphql_post(port, NOTES_QUERY, headers=headers)
     if status != 200 or body.get("errors"):
         raise SystemExit(f"notes query failed: {status} {body}")
     connection = body["data"]["notes"]
     ids = [edge["node"]["id"] for edge in connection["edges"]]
     if len(ids) != 10 or connection["totalCount"] != NOTES:
         raise SystemExit(f"notes query: expected 10 edges and totalCount {NOTES}, got {body}")
-    status, body = graphql_post(port, NOTE_QUERY, {"id": database.note_id})
+    status, body = graphql_post(port, NOTE_QUERY, {"id": database.note_id}, headers)
     if status != 200 or body.get("errors") or body["data"]["note"]["id"] != database.note_id:
         raise SystemExit(f"note query failed: {status} {body}")
     return ids
@@ -390,13 +410,16 @@ end
 """
 
 
-def wrk_script(directory: Path, name: str, payload: dict[str, Any]) -> Path:
+def wrk_script(
+    directory: Path, name: str, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> Path:
     body = orjson.dumps(payload).decode()
     path = directory / f"{name}.lua"
+    extra = "".join(f'wrk.headers["{key}"] = "{value}"\n' for key, value in (headers or {}).items())
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = [==[{body}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n' + WRK_CHECK
+        'wrk.headers["Content-Type"] = "application/json"\n' + extra + WRK_CHECK
     )
     return path
 
@@ -477,11 +500,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         chunks.append(chunk[:-2])
 
 
-async def _open_loop(port: int, body: bytes, rate: float, duration: float) -> OpenLoopResult:
+async def _open_loop(
+    port: int, body: bytes, rate: float, duration: float, headers: dict[str, str] | None
+) -> OpenLoopResult:
     loop = asyncio.get_running_loop()
+    extra = "".join(f"{key}: {value}\r\n" for key, value in (headers or {}).items()).encode()
     request = (
         b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % (port, len(body))
+        b"%sContent-Length: %d\r\n\r\n" % (port, extra, len(body))
     ) + body
     slots = asyncio.Semaphore(MAX_OPEN_LOOP_CONNECTIONS)
     # Idle keep-alive connections, most recently used last. Both servers close a connection after
@@ -573,8 +599,14 @@ def _open_loop_result(
     )
 
 
-def open_loop(port: int, payload: dict[str, Any], rate: float, duration: float) -> OpenLoopResult:
-    return asyncio.run(_open_loop(port, orjson.dumps(payload), rate, duration))
+def open_loop(
+    port: int,
+    payload: dict[str, Any],
+    rate: float,
+    duration: float,
+    headers: dict[str, str] | None = None,
+) -> OpenLoopResult:
+    return asyncio.run(_open_loop(port, orjson.dumps(payload), rate, duration, headers))
 
 
 # --- profile -------------------------------------------------------------------------------
@@ -752,13 +784,14 @@ def measure(
     database: Database,
     args: argparse.Namespace,
     scripts: dict[str, Path],
+    headers: dict[str, str] | None = None,
     profile_to: Path | None = None,
 ) -> tuple[ServerResult, list[str]]:
     print(f"[{database.name}] {label}: starting", file=sys.stderr, flush=True)
     log = args.workdir / f"{label}-{database.name}.stderr"
     with server(command, env, log) as process:
-        wait_serving(process, port, log)
-        ids = verify(port, database)
+        wait_serving(process, port, log, headers)
+        ids = verify(port, database, headers)
         for name in ("notes", "note"):
             run_wrk(port, scripts[name], WARMUP_SECONDS, args.connections)
 
@@ -773,7 +806,7 @@ def measure(
         for rate in args.rates:
             wait_quiet(process.pid, args.quiet_wait)
             with CpuMeter(process.pid) as meter:
-                outcome = open_loop(port, {"query": NOTES_QUERY}, rate, args.duration)
+                outcome = open_loop(port, {"query": NOTES_QUERY}, rate, args.duration, headers)
             outcome.cpu = meter.use
             result.rates[rate] = outcome
         if profile_to is not None:
@@ -786,9 +819,39 @@ def measure(
                 connections=args.connections,
                 out=profile_to,
             )
-        verify(port, database)  # still answering correctly after the load
+        verify(port, database, headers)  # still answering correctly after the load
     print(f"[{database.name}] {label}: done", file=sys.stderr, flush=True)
     return result, ids
+
+
+@dataclass
+class JwtSetup:
+    """An RS256 key published as a local JWKS file, and a token for BENCH_USER signed with it:
+    what a production client sends (the token is reused, as clients reuse theirs)."""
+
+    env: dict[str, str]
+    headers: dict[str, str]
+
+
+def jwt_setup(workdir: Path) -> JwtSetup:
+    import jwt  # noqa: PLC0415 - only the --jwt variant needs it
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+    from jwt.algorithms import RSAAlgorithm  # noqa: PLC0415
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "RS256"}
+    jwks = workdir / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [jwk]}))
+    issuer, audience = "https://issuer.bench.invalid", "pcf-api"
+    claims = {"sub": BENCH_USER, "iss": issuer, "aud": audience, "exp": time.time() + 7200}
+    token = jwt.encode(claims, key, "RS256", headers={"kid": "bench"})
+    env = {
+        "PCF_AUTH__JWKS_PATH": str(jwks),
+        "PCF_AUTH__ISSUER": issuer,
+        "PCF_AUTH__AUDIENCE": audience,
+        "PCF_AUTH__DEMO_USER": "",
+    }
+    return JwtSetup(env, {"Authorization": f"Bearer {token}"})
 
 
 def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
@@ -801,6 +864,9 @@ def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
         "PCF_SERVER__DRAIN_SECONDS": "0",
         "PCF_SERVER__SHUTDOWN_TIMEOUT": "5",
         "PCF_DATABASE__URL": database.url,
+        "PCF_AUTH__DEMO_USER": BENCH_USER,
+        # wrk sends thousands of requests a second from one client: far past any sane budget.
+        "PCF_RATE_LIMIT__ENABLED": "false",
     }
 
 
@@ -816,6 +882,15 @@ def run_database(
         ),
     }
     results: dict[str, list[ServerResult]] = {"baseline": [], "pcf-api": []}
+    jwt_scripts = {}
+    if args.jwt:
+        jwt_scripts = {
+            name: wrk_script(workdir, f"{name}-jwt", payload, args.jwt.headers)
+            for name, payload in (
+                ("notes", {"query": NOTES_QUERY}),
+                ("note", {"query": NOTE_QUERY, "variables": {"id": database.note_id}}),
+            )
+        }
     for round_number in range(1, args.repeat + 1):
         last = round_number == args.repeat
         port = free_port()
@@ -849,6 +924,19 @@ def run_database(
             )
         results["baseline"].append(baseline)
         results["pcf-api"].append(service)
+        if args.jwt:
+            port = free_port()
+            with_token, _ = measure(
+                "pcf-api+jwt",
+                [str(BIN / "pcf-api"), "serve"],
+                env={**pcf_env(database, port, args.log_level), **args.jwt.env},
+                port=port,
+                database=database,
+                args=args,
+                scripts=jwt_scripts,
+                headers=args.jwt.headers,
+            )
+            results.setdefault("pcf-api+jwt", []).append(with_token)
     return results
 
 
@@ -903,7 +991,7 @@ def report(results: dict[str, dict[str, list[ServerResult]]], args: argparse.Nam
                 rows = [getattr(run, query) for run in runs]
                 row = _median_run(rows)
                 spread = f"{min(r.rps for r in rows):,.0f}-{max(r.rps for r in rows):,.0f}"
-                ratio = f"{row.rps / base.rps:.2f}x" if name == "pcf-api" else ""
+                ratio = f"{row.rps / base.rps:.2f}x" if name != "baseline" else ""
                 print(
                     f"| {db} | {query} | {name} | {row.rps:,.0f} | {spread} | "
                     f"{row.p50_ms:.1f} ms | {row.p99_ms:.1f} ms | {sum(r.errors for r in rows)} "
@@ -950,6 +1038,11 @@ def main() -> int:
     parser.add_argument("--log-level", default="INFO", help="pcf-api log level (INFO)")
     parser.add_argument("--profile", type=Path, help="record a py-spy profile of pcf-api here")
     parser.add_argument(
+        "--jwt",
+        action="store_true",
+        help="also run pcf-api with RS256 bearer tokens instead of the demo identity",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=60,
@@ -972,6 +1065,7 @@ def main() -> int:
     results: dict[str, dict[str, list[ServerResult]]] = {}
     with tempfile.TemporaryDirectory(prefix="pcf-bench-graphql-") as tmp:
         workdir = args.workdir = Path(tmp)
+        args.jwt = jwt_setup(workdir) if args.jwt else None
         for name in databases:
             context = sqlite_database(workdir) if name == "sqlite" else postgres_database()
             with context as database:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 Environment = Literal["development", "staging", "production"]
@@ -98,8 +99,8 @@ class HealthSettings(Section):
 class DatabaseSettings(Section):
     url: SecretStr | None = None
     url_file: Path | None = None
-    pool_size: int = Field(10, ge=1, le=200)
-    max_overflow: int = Field(10, ge=0, le=200)
+    pool_size: int = Field(20, ge=1, le=200)
+    max_overflow: int = Field(0, ge=0, le=200)
     pool_timeout_seconds: float = Field(5.0, gt=0, le=60)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
     statement_timeout_seconds: float = Field(20.0, gt=0, le=300)
@@ -132,17 +133,117 @@ class EventsSettings(Section):
     redis_url: SecretStr | None = None
 
 
+# Signing algorithms a bearer token may use. ``none`` is never one of them.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
 class AuthSettings(Section):
+    """Bearer-token verification. Keys come from ``hs256_secret``, ``jwks_path``, ``jwks_url``
+    or, when neither of the last two is set, the OIDC discovery document of ``issuer``."""
+
     hs256_secret: SecretStr | None = None
     hs256_secret_file: Path | None = None
     jwks_url: str | None = None
+    jwks_path: Path | None = None  # not `_file`: that suffix means "the secret x read from a file"
     issuer: str | None = None
     audience: str | None = None
+    algorithms: list[str] | None = None
+    leeway_seconds: float = Field(30.0, ge=0, le=300)
+    jwks_refresh_min_interval_seconds: float = Field(60.0, ge=0, le=3600)
+    jwks_max_age_seconds: float = Field(3600.0, gt=0, le=86400)
+    http_timeout_seconds: float = Field(5.0, gt=0, le=60)
     demo_user: str | None = None
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _algorithms_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            supported = ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS
+            unknown = [name for name in value if name not in supported]
+            if unknown:
+                allowed = ", ".join(sorted(supported))
+                raise ValueError(f"unsupported algorithm(s) {unknown} (allowed: {allowed})")
+            if not value:
+                raise ValueError("at least one algorithm is required")
+            value = list(dict.fromkeys(value))
+        return value
+
+    def allowed_algorithms(self) -> frozenset[str]:
+        """The configured list, or RS256 and ES256 plus HS256 when a shared secret is set."""
+        if self.algorithms is not None:
+            return frozenset(self.algorithms)
+        defaults = {"RS256", "ES256"}
+        if self.hs256_secret is not None:
+            defaults.add("HS256")
+        return frozenset(defaults)
 
 
 class AuthzSettings(Section):
+    """Authorization decisions: the backend, the decision cache and the SpiceDB client."""
+
     backend: Literal["local", "spicedb"] = "local"
+    cache_ttl_seconds: float = Field(300.0, ge=0, le=3600)
+    cache_size: int = Field(100_000, ge=0, le=10_000_000)
+    stale_window_seconds: float = Field(300.0, ge=0, le=3600)
+    spicedb_endpoint: str | None = None
+    spicedb_preshared_key: SecretStr | None = None
+    spicedb_preshared_key_file: Path | None = None
+    spicedb_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    spicedb_fully_consistent: bool = False
+    breaker_failure_threshold: int = Field(5, ge=1, le=1000)
+    breaker_reset_seconds: float = Field(10.0, gt=0, le=600)
+
+    @field_validator("spicedb_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+PRODUCTION_CACHE_TTL_SECONDS = 300.0
+RATE_LIMIT_STORAGE_SCHEMES = frozenset(
+    {"memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster"}
+)
+
+
+class RateLimitSettings(Section):
+    """Per-client request budgets in the ``limits`` notation (``1000/minute``, ``10 per second``).
+    ``storage_url`` unset keeps the counters in process; a Redis URL shares them."""
+
+    enabled: bool = True
+    queries: str = "1000/minute"
+    mutations: str = "100/minute"
+    subscriptions: str = "10/minute"
+    search: str = "10/minute"
+    storage_url: SecretStr | None = None
+
+    @field_validator("queries", "mutations", "subscriptions", "search")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            limits.parse_many(value)
+        except ValueError:
+            raise ValueError("expected a rate such as '100/minute' or '10 per second'") from None
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0]
+            if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+                schemes = ", ".join(f"{name}://" for name in sorted(RATE_LIMIT_STORAGE_SCHEMES))
+                raise ValueError(f"expected one of {schemes}")
+        return value
 
 
 class MetricsSettings(Section):
@@ -171,6 +272,7 @@ class Settings(Section):
     events: EventsSettings = EventsSettings()
     auth: AuthSettings = AuthSettings()
     authz: AuthzSettings = AuthzSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     testing: TestingSettings = TestingSettings()
 
@@ -284,10 +386,28 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_describe_validation_errors(exc, merged)) from None
 
-    unsafe = unsafe_settings(settings, sources)
+    unsafe = inconsistent_settings(settings) + unsafe_settings(settings, sources)
     if unsafe:
         raise ConfigError(unsafe)
     return LoadedSettings(settings=settings, sources=sources)
+
+
+def inconsistent_settings(settings: Settings) -> list[str]:
+    """Combinations that cannot work in any environment."""
+    problems: list[str] = []
+    authz = settings.authz
+    if authz.backend == "spicedb":
+        if not authz.spicedb_endpoint:
+            problems.append("authz.spicedb_endpoint: required when authz.backend is spicedb")
+        key = authz.spicedb_preshared_key
+        if key is None or not key.get_secret_value():
+            problems.append(
+                "authz.spicedb_preshared_key: required when authz.backend is spicedb "
+                "(set PCF_AUTHZ__SPICEDB_PRESHARED_KEY or PCF_AUTHZ__SPICEDB_PRESHARED_KEY_FILE)"
+            )
+    if settings.auth.jwks_url and settings.auth.jwks_path:
+        problems.append("auth.jwks_url and auth.jwks_path: set only one of them")
+    return problems
 
 
 def unsafe_settings(settings: Settings, sources: Mapping[str, Source]) -> list[str]:
@@ -316,6 +436,11 @@ def unsafe_settings(settings: Settings, sources: Mapping[str, Source]) -> list[s
                 f"auth.hs256_secret ({where('auth.hs256_secret')}): empty, default or shorter than "
                 f"{MIN_SECRET_LENGTH} characters; refused in {env}"
             )
+    if env == "production" and settings.authz.cache_ttl_seconds != PRODUCTION_CACHE_TTL_SECONDS:
+        problems.append(
+            f"authz.cache_ttl_seconds ({where('authz.cache_ttl_seconds')}): fixed at "
+            f"{PRODUCTION_CACHE_TTL_SECONDS:g} in production"
+        )
     if settings.testing.delay_seconds > 0:
         problems.append(
             f"testing.delay_seconds ({where('testing.delay_seconds')}): "

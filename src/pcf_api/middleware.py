@@ -13,18 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import structlog
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pcf_api.errors import AppError, ErrorCode, error_body
-from pcf_api.observability.logging import get_logger, request_credentials
+from pcf_api.observability.logging import access_log, get_logger, request_credentials
 from pcf_api.observability.tracecontext import current_trace_id, trace_id_for_request
 
-access_log = get_logger("pcf_api.access")
-_access_level_check = logging.getLogger("pcf_api.access")
 log = get_logger(__name__)
 
 _CREDENTIAL_HEADERS = (b"authorization", b"cookie", b"proxy-authorization")
@@ -81,14 +78,13 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), trace_header]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(trace_id=trace_id):
-            try:
-                await self.app(scope, receive, send_with_trace_id)
-            finally:
-                if scope["type"] == "http":
-                    self._log_access(scope, status, started)
-                current_trace_id.reset(trace_token)
-                request_credentials.reset(credentials_token)
+        try:
+            await self.app(scope, receive, send_with_trace_id)
+        finally:
+            if scope["type"] == "http":
+                self._log_access(scope, status, started)
+            current_trace_id.reset(trace_token)
+            request_credentials.reset(credentials_token)
 
     @staticmethod
     def _log_access(scope: Scope, status: int, started: float) -> None:
@@ -96,17 +92,19 @@ class RequestContextMiddleware:
         quiet = path in _QUIET_PATHS and status < 500
         # Probes arrive every few seconds from every kubelet: log them at DEBUG, and skip
         # building the event at all when DEBUG is off.
-        if quiet and not _access_level_check.isEnabledFor(logging.DEBUG):
+        level = logging.DEBUG if quiet else logging.INFO
+        if not access_log.is_enabled_for(level):
             return
-        emit = access_log.debug if quiet else access_log.info
         client = scope.get("client")
-        emit(
-            "request",
-            method=scope["method"],
-            path=path,
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            client=client[0] if client else None,
+        access_log.write(
+            level,
+            {
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "client": client[0] if client else None,
+            },
         )
 
 

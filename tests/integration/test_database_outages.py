@@ -114,6 +114,8 @@ def test_acknowledged_writes_survive_a_database_outage_and_the_rest_are_refused_
             "PCF_DATABASE__UNAVAILABLE_AFTER_SECONDS": "5",
             "PCF_HEALTH__CHECK_INTERVAL_SECONDS": "0.5",
             "PCF_HEALTH__CHECK_TIMEOUT_SECONDS": "1",
+            # The client streams creates faster than the default 100 mutations a minute.
+            "PCF_RATE_LIMIT__ENABLED": "false",
         }
     )
     server.wait_until_ready()

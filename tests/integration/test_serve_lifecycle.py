@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import jwt
 import pytest
 
 from support.databases import postgres_database
@@ -142,7 +143,12 @@ def test_production_serves_only_once_the_schema_is_migrated(server_factory, tmp_
         )
         assert migrate.returncode == 0, migrate.stdout + migrate.stderr
         server.wait_until_ready(timeout=15)
-        query = httpx.post(f"{server.url}/graphql", json={"query": "{ notes { totalCount } }"})
+        token = jwt.encode({"sub": "alice", "exp": time.time() + 600}, "x" * 48, "HS256")
+        query = httpx.post(
+            f"{server.url}/graphql",
+            json={"query": "{ notes { totalCount } }"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert query.json() == {"data": {"notes": {"totalCount": 0}}}
         server.terminate()
         assert server.wait(timeout=20) == 0

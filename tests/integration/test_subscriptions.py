@@ -113,7 +113,12 @@ async def test_note_updated_filters_by_id(server_factory, tmp_path) -> None:
 
 async def test_the_eleventh_subscription_of_one_client_is_refused(server_factory, tmp_path) -> None:
     server = server_factory(
-        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+        {
+            **DEV_JSON,
+            "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
+            # The limit on concurrent subscriptions, not the one on new subscriptions per minute.
+            "PCF_RATE_LIMIT__SUBSCRIPTIONS": "100/minute",
+        }
     )
     server.wait_until_ready()
     async with SubscriptionClient(_ws_url(server)) as client:
@@ -178,3 +183,47 @@ async def test_on_shutdown_subscribers_get_close_1001_before_the_process_exits(
         assert closed.value.rcvd.code == 1001
         assert time.monotonic() - started < 5
     assert await asyncio.to_thread(server.wait, 20) == 0
+
+
+async def test_subscribers_see_only_changes_to_notes_they_may_read(
+    server_factory, tmp_path
+) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+    )
+    server.wait_until_ready()
+    everything = (
+        "subscription { noteCreated { id } }",
+        "subscription { noteUpdated { id title } }",
+        "subscription { noteDeleted }",
+    )
+    async with (
+        SubscriptionClient(_ws_url(server), headers={"X-Demo-User": "sam"}) as sam,
+        SubscriptionClient(_ws_url(server), headers={"X-Demo-User": "zed"}) as zed,
+    ):
+        for client in (sam, zed):
+            for index, query in enumerate(everything):
+                await client.subscribe(str(index), query)
+        await _settle()
+
+        private = await asyncio.to_thread(_create, server.url, "private")
+        shared = await asyncio.to_thread(_create, server.url, "shared")
+        share = 'mutation($id: ID!) { shareNote(id: $id, user: "sam", role: READER) }'
+        await asyncio.to_thread(_mutate, server.url, share, {"id": shared})
+        update = "mutation($id: ID!, $t: String) { updateNote(id: $id, input: {title: $t}) { id } }"
+        await asyncio.to_thread(_mutate, server.url, update, {"id": private, "t": "p*"})
+        await asyncio.to_thread(_mutate, server.url, update, {"id": shared, "t": "s*"})
+        delete = "mutation($id: ID!) { deleteNote(id: $id) }"
+        await asyncio.to_thread(_mutate, server.url, delete, {"id": private})
+        await asyncio.to_thread(_mutate, server.url, delete, {"id": shared})
+
+        # sam sees the shared note from the moment it was shared; nothing of the private one.
+        assert [await sam.next_data() for _ in range(2)] == [
+            ("1", {"noteUpdated": {"id": shared, "title": "s*"}}),
+            ("2", {"noteDeleted": shared}),
+        ]
+        # zed may read neither note: nothing arrives.
+        with pytest.raises(TimeoutError):
+            await zed.receive(within=1.0)
+        with pytest.raises(TimeoutError):
+            await sam.receive(within=0.5)

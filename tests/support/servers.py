@@ -105,4 +105,6 @@ DEV_JSON = {
     "PCF_ENVIRONMENT": "development",
     "PCF_LOG__FORMAT": "json",
     "PCF_SERVER__DRAIN_SECONDS": "0.2",
+    # Clients without credentials act as alice, the author the tests write as.
+    "PCF_AUTH__DEMO_USER": "alice",
 }

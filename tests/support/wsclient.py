@@ -18,13 +18,18 @@ LEGACY_WS = "graphql-ws"
 
 
 class SubscriptionClient:
-    def __init__(self, url: str, protocol: str = TRANSPORT_WS) -> None:
+    def __init__(
+        self, url: str, protocol: str = TRANSPORT_WS, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self.protocol = protocol
+        self.headers = headers or {}
         self.socket: Any = None
 
     async def __aenter__(self) -> SubscriptionClient:
-        self.socket = await websockets.connect(self.url, subprotocols=[self.protocol])
+        self.socket = await websockets.connect(
+            self.url, subprotocols=[self.protocol], additional_headers=self.headers
+        )
         await self.send({"type": "connection_init", "payload": {}})
         ack = await self.receive()
         assert ack["type"] == "connection_ack", ack

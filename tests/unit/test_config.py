@@ -866,6 +866,167 @@ def test_production_without_an_hs256_secret_loads() -> None:
     assert loaded.settings.auth.hs256_secret is None
 
 
+# --- Identity, authorization and rate limits ------------------------------------------------
+
+
+def test_token_algorithms_default_to_rs256_and_es256_and_hs256_only_with_a_secret() -> None:
+    without_secret = load({"PCF_DATABASE__URL": DB_URL}).settings.auth
+    with_secret = load(SAFE_PRODUCTION_ENV).settings.auth
+
+    assert without_secret.algorithms is None
+    assert without_secret.allowed_algorithms() == {"RS256", "ES256"}
+    assert with_secret.allowed_algorithms() == {"RS256", "ES256", "HS256"}
+    assert without_secret.leeway_seconds == 30
+    assert without_secret.jwks_refresh_min_interval_seconds == 60
+
+
+def test_an_explicit_algorithm_list_replaces_the_defaults() -> None:
+    loaded = load({**SAFE_PRODUCTION_ENV, "PCF_AUTH__ALGORITHMS": "ES256, RS256,ES256"})
+
+    assert loaded.settings.auth.algorithms == ["ES256", "RS256"]
+    assert loaded.settings.auth.allowed_algorithms() == {"ES256", "RS256"}
+
+
+@pytest.mark.parametrize("given", ["none", "RS256,none", "NONE", "HS1"])
+def test_alg_none_and_unknown_algorithms_are_refused(given: str) -> None:
+    message = config_error({**DEVELOPMENT_ENV, "PCF_AUTH__ALGORITHMS": given})
+
+    assert "auth.algorithms" in message
+    assert "unsupported algorithm" in message
+
+
+def test_an_empty_algorithm_list_is_refused(write_toml: Any) -> None:
+    message = config_error(DEVELOPMENT_ENV, config_file=write_toml("[auth]\nalgorithms = []\n"))
+
+    assert "auth.algorithms" in message
+    assert "at least one algorithm" in message
+
+
+def test_a_jwks_url_and_a_jwks_path_together_are_refused(tmp_path: Path) -> None:
+    message = config_error(
+        {
+            **DEVELOPMENT_ENV,
+            "PCF_AUTH__JWKS_URL": "https://idp.example/jwks",
+            "PCF_AUTH__JWKS_PATH": str(tmp_path / "jwks.json"),
+        }
+    )
+
+    assert message == "auth.jwks_url and auth.jwks_path: set only one of them"
+
+
+def test_authorization_defaults_to_the_local_backend_with_a_five_minute_cache() -> None:
+    authz = load(SAFE_PRODUCTION_ENV).settings.authz
+
+    assert authz.backend == "local"
+    assert authz.cache_ttl_seconds == 300
+    assert authz.stale_window_seconds == 300
+    assert authz.spicedb_preshared_key is None
+
+
+def test_the_spicedb_backend_needs_an_endpoint_and_a_preshared_key_in_every_environment() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({**DEVELOPMENT_ENV, "PCF_AUTHZ__BACKEND": "spicedb"})
+
+    keys = [problem.split(":", 1)[0] for problem in caught.value.problems]
+    assert keys == ["authz.spicedb_endpoint", "authz.spicedb_preshared_key"]
+
+
+def test_the_spicedb_preshared_key_may_come_from_a_file_and_is_a_secret(secret_file: Any) -> None:
+    key = "spicedb-Preshared-Key-0123456789"
+    loaded = load(
+        {
+            **SAFE_PRODUCTION_ENV,
+            "PCF_AUTHZ__BACKEND": "spicedb",
+            "PCF_AUTHZ__SPICEDB_ENDPOINT": "http://spicedb:8443",
+            "PCF_AUTHZ__SPICEDB_PRESHARED_KEY_FILE": str(secret_file(key + "\n")),
+        }
+    )
+
+    authz = loaded.settings.authz
+    assert authz.spicedb_preshared_key is not None
+    assert authz.spicedb_preshared_key.get_secret_value() == key
+    assert key in loaded.settings.secret_values()
+    assert key not in repr(redacted_view(loaded))
+
+
+def test_a_spicedb_endpoint_that_is_not_an_http_url_is_refused() -> None:
+    message = config_error(
+        {**DEVELOPMENT_ENV, "PCF_AUTHZ__SPICEDB_ENDPOINT": "grpc://spicedb:50051"}
+    )
+
+    assert "authz.spicedb_endpoint" in message
+    assert "http://" in message
+
+
+def test_production_refuses_a_decision_cache_ttl_other_than_five_minutes() -> None:
+    message = config_error({**SAFE_PRODUCTION_ENV, "PCF_AUTHZ__CACHE_TTL_SECONDS": "60"})
+
+    assert message == (
+        "authz.cache_ttl_seconds (env PCF_AUTHZ__CACHE_TTL_SECONDS): fixed at 300 in production"
+    )
+
+
+@pytest.mark.parametrize("environment", ["development", "staging"])
+def test_the_decision_cache_ttl_is_configurable_outside_production(environment: str) -> None:
+    loaded = load(
+        {**SAFE_PRODUCTION_ENV, "PCF_ENVIRONMENT": environment, "PCF_AUTHZ__CACHE_TTL_SECONDS": "5"}
+    )
+
+    assert loaded.settings.authz.cache_ttl_seconds == 5
+
+
+def test_rate_limits_default_to_the_documented_budgets_kept_in_process() -> None:
+    rate_limit = load(SAFE_PRODUCTION_ENV).settings.rate_limit
+
+    assert rate_limit.enabled
+    assert (rate_limit.queries, rate_limit.mutations) == ("1000/minute", "100/minute")
+    assert (rate_limit.subscriptions, rate_limit.search) == ("10/minute", "10/minute")
+    assert rate_limit.storage_url is None
+
+
+def test_rate_limits_are_read_in_the_limits_notation(write_toml: Any) -> None:
+    config = write_toml("[rate_limit]\nsearch = '5 per second'\n")
+    loaded = load({**DEVELOPMENT_ENV, "PCF_RATE_LIMIT__QUERIES": "20/second"}, config_file=config)
+
+    assert loaded.settings.rate_limit.queries == "20/second"
+    assert loaded.settings.rate_limit.search == "5 per second"
+    assert loaded.sources["rate_limit.queries"] == Source("env", "PCF_RATE_LIMIT__QUERIES")
+
+
+@pytest.mark.parametrize("rate", ["lots", "100/minute;lots", ""])
+def test_a_rate_that_the_limits_library_cannot_parse_is_refused(rate: str) -> None:
+    message = config_error({**DEVELOPMENT_ENV, "PCF_RATE_LIMIT__MUTATIONS": rate})
+
+    assert f"rate_limit.mutations = {rate!r} (env PCF_RATE_LIMIT__MUTATIONS)" in message
+    assert "100/minute" in message
+
+
+def test_several_rates_may_apply_at_once() -> None:
+    loaded = load({**DEVELOPMENT_ENV, "PCF_RATE_LIMIT__QUERIES": "1000/hour;50/minute"})
+
+    assert loaded.settings.rate_limit.queries == "1000/hour;50/minute"
+
+
+def test_rate_limit_storage_takes_a_redis_url_as_a_secret() -> None:
+    url = "redis://:r3dis-Pass@redis.internal:6379/0"
+    loaded = load({**SAFE_PRODUCTION_ENV, "PCF_RATE_LIMIT__STORAGE_URL": url})
+
+    storage = loaded.settings.rate_limit.storage_url
+    assert storage is not None
+    assert storage.get_secret_value() == url
+    assert url in loaded.settings.secret_values()
+
+
+def test_rate_limit_storage_of_an_unknown_kind_is_refused_without_echoing_it() -> None:
+    url = "mongodb://user:Mong0-Pass@db/limits"
+
+    message = config_error({**DEVELOPMENT_ENV, "PCF_RATE_LIMIT__STORAGE_URL": url})
+
+    assert "rate_limit.storage_url (env PCF_RATE_LIMIT__STORAGE_URL)" in message
+    assert "redis://" in message
+    assert "Mong0-Pass" not in message
+
+
 # --- Log levels and lists ---------------------------------------------------------------------
 
 
@@ -1020,8 +1181,10 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
 
     assert {key for key, secret in keys.items() if secret} == {
         "auth.hs256_secret",
+        "authz.spicedb_preshared_key",
         "database.url",
         "events.redis_url",
+        "rate_limit.storage_url",
     }
     assert keys["environment"] is False
     assert keys["auth.hs256_secret_file"] is False

@@ -7,7 +7,14 @@ import asyncio
 import pytest
 
 from pcf_api.errors import AppError, ErrorCode
-from pcf_api.resilience import Availability, WriteGate
+from pcf_api.resilience import (
+    Availability,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    WriteGate,
+)
+from support.logs import capture_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -158,3 +165,213 @@ async def test_a_write_that_fails_again_after_recovery_waits_again() -> None:
         await asyncio.sleep(0.02)
         availability.mark_up()
     assert await task == "committed"
+
+
+# --- Circuit breaker --------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    """Stands for "the remote service did not answer"."""
+
+
+class Rejected(Exception):
+    """Stands for "the remote service answered: your request is wrong"."""
+
+
+def breaker(clock: Clock, *, threshold: int = 3, reset: float = 10.0) -> CircuitBreaker:
+    return CircuitBreaker(
+        "spicedb",
+        failure_threshold=threshold,
+        reset_timeout=reset,
+        is_failure=lambda exc: isinstance(exc, Refused),
+        clock=clock,
+    )
+
+
+class Service:
+    """A remote call that counts how often it is reached; raises ``error`` while one is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.error: Exception | None = None
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return "answer"
+
+
+async def fail(circuit: CircuitBreaker, service: Service, times: int) -> None:
+    service.error = Refused()
+    for _ in range(times):
+        with pytest.raises(Refused):
+            await circuit.call(service)
+
+
+async def test_a_breaker_needs_a_threshold_of_at_least_one() -> None:
+    with pytest.raises(ValueError, match="failure_threshold"):
+        CircuitBreaker("x", failure_threshold=0, reset_timeout=1)
+
+
+async def test_a_closed_breaker_passes_calls_and_their_results() -> None:
+    circuit, service = breaker(Clock()), Service()
+
+    assert await circuit.call(service) == "answer"
+    assert circuit.state is BreakerState.CLOSED
+    assert service.calls == 1
+
+
+async def test_failures_below_the_threshold_keep_it_closed_and_a_success_resets_the_count() -> None:
+    circuit, service = breaker(Clock()), Service()
+
+    await fail(circuit, service, 2)
+    assert circuit.consecutive_failures == 2
+    service.error = None
+    await circuit.call(service)
+    await fail(circuit, service, 2)
+
+    assert circuit.state is BreakerState.CLOSED
+    assert circuit.consecutive_failures == 2
+
+
+async def test_consecutive_failures_open_it_and_calls_are_refused_without_reaching_it() -> None:
+    clock, service = Clock(), Service()
+    circuit = breaker(clock)
+    with capture_logs() as logs:
+        await fail(circuit, service, 3)
+    clock.now += 4
+
+    with pytest.raises(CircuitOpenError) as refused:
+        await circuit.call(service)
+
+    assert circuit.state is BreakerState.OPEN
+    assert service.calls == 3
+    assert refused.value.name == "spicedb"
+    assert refused.value.retry_after == 6
+    assert logs.find("circuit opened", circuit="spicedb", consecutive_failures=3)
+
+
+async def test_errors_that_prove_the_service_answered_do_not_count_as_failures() -> None:
+    circuit, service = breaker(Clock(), threshold=1), Service()
+    service.error = Rejected()
+
+    for _ in range(3):
+        with pytest.raises(Rejected):
+            await circuit.call(service)
+
+    assert circuit.state is BreakerState.CLOSED
+    assert service.calls == 3
+
+
+async def test_after_the_reset_timeout_one_probe_passes_and_its_success_closes_it() -> None:
+    clock, service = Clock(), Service()
+    circuit = breaker(clock)
+    await fail(circuit, service, 3)
+    clock.now += 10
+    assert circuit.state is BreakerState.HALF_OPEN
+    service.error = None
+
+    with capture_logs() as logs:
+        assert await circuit.call(service) == "answer"
+
+    assert circuit.state is BreakerState.CLOSED
+    assert circuit.consecutive_failures == 0
+    assert logs.find("circuit closed", circuit="spicedb")
+
+
+async def test_while_the_probe_is_in_flight_other_calls_are_refused() -> None:
+    clock = Clock()
+    circuit, service = breaker(clock), Service()
+    await fail(circuit, service, 3)
+    clock.now += 10
+    release = asyncio.Event()
+
+    async def slow_probe() -> str:
+        await release.wait()
+        return "probed"
+
+    probe = asyncio.create_task(circuit.call(slow_probe))
+    await asyncio.sleep(0)
+    assert circuit.state is BreakerState.HALF_OPEN
+    with pytest.raises(CircuitOpenError) as refused:
+        await circuit.call(service)
+    release.set()
+
+    assert await probe == "probed"
+    assert refused.value.retry_after == 0
+    assert circuit.state is BreakerState.CLOSED
+
+
+async def test_a_failed_probe_opens_it_for_another_reset_period() -> None:
+    clock, service = Clock(), Service()
+    circuit = breaker(clock)
+    await fail(circuit, service, 3)
+    clock.now += 10
+
+    with capture_logs() as logs:
+        await fail(circuit, service, 1)
+
+    assert circuit.state is BreakerState.OPEN
+    assert logs.find("circuit probe failed", circuit="spicedb", reason="Refused")
+    clock.now += 9.5
+    with pytest.raises(CircuitOpenError):
+        await circuit.call(service)
+    clock.now += 0.5
+    service.error = None
+    assert await circuit.call(service) == "answer"
+
+
+async def test_an_answer_to_the_probe_closes_it_even_when_it_is_an_error() -> None:
+    clock, service = Clock(), Service()
+    circuit = breaker(clock)
+    await fail(circuit, service, 3)
+    clock.now += 10
+    service.error = Rejected()
+
+    with pytest.raises(Rejected):
+        await circuit.call(service)
+
+    assert circuit.state is BreakerState.CLOSED
+
+
+async def test_a_cancelled_probe_lets_the_next_call_probe_again() -> None:
+    clock, service = Clock(), Service()
+    circuit = breaker(clock)
+    await fail(circuit, service, 3)
+    clock.now += 10
+
+    async def hang() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    probe = asyncio.create_task(circuit.call(hang))
+    await asyncio.sleep(0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+
+    service.error = None
+    assert await circuit.call(service) == "answer"
+    assert circuit.state is BreakerState.CLOSED
+
+
+async def test_calls_in_flight_when_it_opened_neither_reopen_nor_extend_it() -> None:
+    clock = Clock()
+    circuit, service = breaker(clock, threshold=1), Service()
+    release = asyncio.Event()
+
+    async def slow_failure() -> str:
+        await release.wait()
+        raise Refused
+
+    in_flight = asyncio.create_task(circuit.call(slow_failure))
+    await asyncio.sleep(0)
+    await fail(circuit, service, 1)
+    clock.now += 5
+    release.set()
+    with pytest.raises(Refused):
+        await in_flight
+
+    clock.now += 5
+    assert circuit.state is BreakerState.HALF_OPEN

@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
+from pcf_api.auth.factory import create_authenticator, create_authorizer
 from pcf_api.config import Settings
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.context import GraphQLContext, Services, SubscriptionCounter, make_context
@@ -30,6 +31,7 @@ from pcf_api.graphql.schema import build_schema
 from pcf_api.health import HealthRegistry
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.tracecontext import current_trace_id
+from pcf_api.ratelimit import RateLimiter
 from pcf_api.store.database import create_engine, is_sqlite, wait_for_database
 from pcf_api.store.events import EventBroker, create_broker
 from pcf_api.store.migrate import is_current, upgrade_to_head
@@ -40,6 +42,7 @@ log = get_logger(__name__)
 
 SCHEMA_POLL_SECONDS = 5.0
 CLOSE_GOING_AWAY = 1001
+GRAPHQL_PATH = "/graphql"
 
 
 class _Connection:
@@ -103,11 +106,26 @@ class SubscriptionsApp(GraphQL[GraphQLContext, None]):
         await asyncio.gather(*(connection.close(code) for connection in list(self.connections)))
 
     async def get_context(self, request: Any, response: Any) -> GraphQLContext:
+        """Per connection: the caller comes from the upgrade request's ``Authorization`` (or,
+        in development, ``X-Demo-User``) header; without credentials the socket may only ask
+        about the schema (development), every subscription needs an identity."""
         services = self.api.services
         if services is None or not self.api.ready:
             raise AppError(ErrorCode.SERVICE_UNAVAILABLE, "The service is starting.")
+        headers = request.headers
+        authorization = headers.get("authorization")
+        identity = None
+        if authorization or services.authenticator.demo_user is not None:
+            identity = await services.authenticator.authenticate(
+                authorization, headers.get("x-demo-user")
+            )
         client = request.client.host if request.client else ""
-        return make_context(services, trace_id=current_trace_id.get() or "", client_id=client)
+        return make_context(
+            services,
+            identity=identity,
+            trace_id=current_trace_id.get() or "",
+            client_id=identity.subject if identity is not None else client,
+        )
 
 
 def _broker_for(settings: Settings) -> EventBroker:
@@ -154,10 +172,9 @@ class NotesAPI:
         self._starting: asyncio.Task[None] | None = None
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [
-            Route("/graphql", self.http),
-            WebSocketRoute("/graphql", self.subscriptions),
-        ]
+        """The WebSocket endpoint and the SDL. GraphQL over HTTP, ``self.http``, is not routed:
+        the application calls it directly for every HTTP request to ``GRAPHQL_PATH``."""
+        routes: list[BaseRoute] = [WebSocketRoute(GRAPHQL_PATH, self.subscriptions)]
         if self.settings.graphql.introspection:
             routes.append(Route("/schema", self.sdl, methods=["GET"]))
         return routes
@@ -169,8 +186,9 @@ class NotesAPI:
     async def start(self) -> None:
         """Build the services and begin connecting in the background."""
         database = self.settings.database
+        engine = create_engine(database)
         store = ResilientNoteStore(
-            NoteStore(create_engine(database)),
+            NoteStore(engine),
             cache_size=database.read_cache_size,
             write_queue_size=database.write_queue_size,
             write_wait_seconds=database.write_wait_seconds,
@@ -181,8 +199,12 @@ class NotesAPI:
             broker=_broker_for(self.settings),
             health=self.health,
             subscriptions=SubscriptionCounter(),
+            authenticator=create_authenticator(self.settings),
+            authorizer=create_authorizer(self.settings, engine),
+            rate_limiter=RateLimiter(self.settings.rate_limit),
         )
         self.health.register("database", store.check, critical=True)
+        self.services.authorizer.register_health_checks(self.health)
         self._starting = asyncio.create_task(self._connect(), name="notes-api-start")
 
     async def _connect(self) -> None:
@@ -212,6 +234,7 @@ class NotesAPI:
             log.warning("database schema is behind; waiting for `pcf-api migrate`")
             await asyncio.sleep(SCHEMA_POLL_SECONDS)
         await services.broker.start()
+        await services.authenticator.start()
         self.http.attach(
             services,
             DocumentCache(
@@ -237,5 +260,7 @@ class NotesAPI:
                 await self._starting
         if self.services is not None:
             await self.services.broker.close()
+            await self.services.authenticator.aclose()
+            await self.services.authorizer.aclose()
             await self.services.store.close()
             await self.services.store.engine.dispose()

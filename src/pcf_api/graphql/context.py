@@ -1,4 +1,5 @@
-"""What every resolver receives: the store, the broker, a per-request loader, the trace id."""
+"""What every resolver receives: the caller, the store, the broker, a per-request loader, the
+trace id."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
+from pcf_api.auth.authorizer import Authorizer
+from pcf_api.auth.identity import Authenticator, Identity
 from pcf_api.config import Settings
 from pcf_api.health import HealthRegistry
+from pcf_api.ratelimit import RateLimiter
 from pcf_api.store.events import EventBroker
 from pcf_api.store.models import Note
 from pcf_api.store.resilient import ResilientNoteStore
@@ -23,6 +27,9 @@ class Services:
     broker: EventBroker
     health: HealthRegistry
     subscriptions: SubscriptionCounter
+    authenticator: Authenticator
+    authorizer: Authorizer
+    rate_limiter: RateLimiter
 
 
 @dataclass
@@ -36,17 +43,22 @@ class SubscriptionCounter:
 @dataclass
 class GraphQLContext:
     services: Services
+    identity: Identity | None
     trace_id: str
     client_id: str
     note_loader: DataLoader[str, Note | None]
     response_extensions: dict[str, Any] = field(default_factory=dict)
+    read_loader: DataLoader[str, bool] | None = None
+    """Batches read decisions on notes by id (made on first use, see graphql.authz)."""
 
     @property
     def store(self) -> ResilientNoteStore:
         return self.services.store
 
 
-def make_context(services: Services, *, trace_id: str, client_id: str) -> GraphQLContext:
+def make_context(
+    services: Services, *, identity: Identity | None, trace_id: str, client_id: str
+) -> GraphQLContext:
     store = services.store
     extensions: dict[str, Any] = {}
 
@@ -59,6 +71,7 @@ def make_context(services: Services, *, trace_id: str, client_id: str) -> GraphQ
 
     return GraphQLContext(
         services=services,
+        identity=identity,
         trace_id=trace_id,
         client_id=client_id,
         note_loader=DataLoader(load_fn=load_notes, cache=True),

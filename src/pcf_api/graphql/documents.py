@@ -15,10 +15,14 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionSetNode,
     specified_rules,
     validate,
 )
@@ -26,7 +30,8 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from pcf_api.graphql.limits import DocumentShape, QueryLimits, analyze_document, parse_query
 
-DATABASE_FREE_FIELDS = frozenset({"health", "__typename", "__schema", "__type"})
+INTROSPECTION_FIELDS = frozenset({"__typename", "__schema", "__type"})
+DATABASE_FREE_FIELDS = INTROSPECTION_FIELDS | {"health"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +40,9 @@ class PreparedDocument:
     errors: Sequence[GraphQLError]
     shape: DocumentShape | None
     operation_types: dict[str | None, OperationType]
-    root_fields: dict[str | None, frozenset[str] | None]
-    """Top-level field names per operation; None when fragments make them indirect."""
+    root_fields: dict[str | None, tuple[str, ...]]
+    """Top-level field names per operation, through fragments, once per selection (aliases of
+    one field count separately)."""
 
     def operation_type(self, operation_name: str | None) -> OperationType | None:
         """The type of the operation a request selects; None when it selects none."""
@@ -44,13 +50,20 @@ class PreparedDocument:
             return next(iter(self.operation_types.values()))
         return self.operation_types.get(operation_name)
 
+    def fields(self, operation_name: str | None) -> tuple[str, ...]:
+        """The top-level fields of the operation a request selects (none when it selects none)."""
+        if operation_name is None and len(self.root_fields) == 1:
+            return next(iter(self.root_fields.values()))
+        return self.root_fields.get(operation_name, ())
+
     def needs_database(self, operation_name: str | None) -> bool:
         """Whether the operation reads or writes notes (anything but health and introspection)."""
-        if operation_name is None and len(self.root_fields) == 1:
-            fields = next(iter(self.root_fields.values()))
-        else:
-            fields = self.root_fields.get(operation_name)
-        return fields is None or not fields <= DATABASE_FREE_FIELDS
+        return not set(self.fields(operation_name)) <= DATABASE_FREE_FIELDS
+
+    def is_introspection(self, operation_name: str | None) -> bool:
+        """Whether the operation asks only about the schema (no resolver of ours runs)."""
+        fields = self.fields(operation_name)
+        return bool(fields) and set(fields) <= INTROSPECTION_FIELDS
 
 
 class DocumentCache:
@@ -94,8 +107,16 @@ class DocumentCache:
             for definition in document.definitions
             if isinstance(definition, OperationDefinitionNode)
         ]
+        fragments = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
         operation_types = {_name(operation): operation.operation for operation in operations}
-        root_fields = {_name(operation): _root_fields(operation) for operation in operations}
+        root_fields = {
+            _name(operation): tuple(_field_names(operation.selection_set, fragments, frozenset()))
+            for operation in operations
+        }
         shape = analyze_document(document)
         errors = validate(self.schema, document, self.rules)
         return PreparedDocument(document, errors, shape, operation_types, root_fields)
@@ -105,10 +126,22 @@ def _name(operation: OperationDefinitionNode) -> str | None:
     return operation.name.value if operation.name else None
 
 
-def _root_fields(operation: OperationDefinitionNode) -> frozenset[str] | None:
-    names = []
-    for selection in operation.selection_set.selections:
-        if not isinstance(selection, FieldNode):
-            return None
-        names.append(selection.name.value)
-    return frozenset(names)
+def _field_names(
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: frozenset[str],
+) -> list[str]:
+    """The field names of a selection set, through inline fragments and fragment spreads (a
+    spread already being followed is skipped, so a fragment cycle ends here too)."""
+    names: list[str] = []
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            names.append(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names.extend(_field_names(selection.selection_set, fragments, seen))
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is not None and name not in seen:
+                names.extend(_field_names(fragment.selection_set, fragments, seen | {name}))
+    return names

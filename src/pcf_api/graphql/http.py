@@ -25,12 +25,14 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.http.ides import get_graphql_ide_html
 
+from pcf_api.auth.identity import AuthenticationError, Identity
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.context import GraphQLContext, Services, make_context
 from pcf_api.graphql.documents import DocumentCache, PreparedDocument
 from pcf_api.graphql.formatting import app_error, format_error
 from pcf_api.graphql.limits import QueryLimits, check
 from pcf_api.observability.tracecontext import current_trace_id
+from pcf_api.ratelimit import Budget
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -91,6 +93,34 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+async def _identify(services: Services, scope: Scope) -> Identity | None:
+    """The caller: a bearer token's subject, or (development) the demo user; None when the
+    request carries no credentials and no demo user is configured. Bad tokens raise 401."""
+    authorization = _header(scope, b"authorization") or None
+    authenticator = services.authenticator
+    if authorization is None and authenticator.demo_user is None:
+        return None
+    return await authenticator.authenticate(authorization, _header(scope, b"x-demo-user") or None)
+
+
+_BUDGETS = {
+    OperationType.QUERY: Budget.QUERY,
+    OperationType.MUTATION: Budget.MUTATION,
+    OperationType.SUBSCRIPTION: Budget.SUBSCRIPTION,
+}
+
+
+def _budgets(
+    prepared: PreparedDocument, operation: OperationType | None, operation_name: str | None
+) -> dict[Budget, int]:
+    """What the request spends: one of its operation's kind, and one search per searchNotes."""
+    costs = {_BUDGETS[operation]: 1} if operation is not None else {}
+    searches = prepared.fields(operation_name).count("searchNotes")
+    if searches:
+        costs[Budget.SEARCH] = searches
+    return costs
+
+
 class GraphQLHTTP:
     """The /graphql endpoint for HTTP; WebSocket requests go to ``websocket_app``."""
 
@@ -138,6 +168,9 @@ class GraphQLHTTP:
         trace_id = current_trace_id.get() or ""
         try:
             request = await self._parse_request(scope, receive, method)
+            identity = await _identify(services, scope)
+            if identity is None and not self.introspection:
+                raise AuthenticationError(None, "Authentication is required.")
             prepared = documents.prepare(request.query)
             operation = prepared.operation_type(request.operation_name)
             if method == "GET" and operation is not None and operation != OperationType.QUERY:
@@ -153,10 +186,17 @@ class GraphQLHTTP:
                     400 if modern else 200,
                     modern,
                 )
+            if identity is None and not prepared.is_introspection(request.operation_name):
+                raise AuthenticationError(None, "Authentication is required.")
             complexity = 0
             if prepared.shape is not None:
                 variables = request.variables or {}
                 complexity = check(prepared.shape, request.operation_name, variables, self.limits)
+            client = scope.get("client")
+            client_id = identity.subject if identity is not None else client[0] if client else ""
+            await services.rate_limiter.spend(
+                client_id, _budgets(prepared, operation, request.operation_name)
+            )
         except AppError as error:
             return self._respond(
                 {"errors": [app_error(error, trace_id)]},
@@ -164,8 +204,7 @@ class GraphQLHTTP:
                 modern,
                 headers=error.headers,
             )
-        client = scope.get("client")
-        context = make_context(services, trace_id=trace_id, client_id=client[0] if client else "")
+        context = make_context(services, identity=identity, trace_id=trace_id, client_id=client_id)
         result = await self._execute(documents, prepared, request, context)
         return self._result_response(result, trace_id, modern, complexity, services)
 

@@ -6,14 +6,25 @@ import asyncio
 import base64
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from enum import Enum
 from typing import Any
 
 import strawberry
 from strawberry.types import Info
 
 from pcf_api import __version__
+from pcf_api.auth.policy import NOTE, Action, Resource, Role
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql import validation
+from pcf_api.graphql.authz import (
+    filters_in_store,
+    is_authorized,
+    may_read,
+    readable_page,
+    readable_search,
+    require,
+    subject_of,
+)
 from pcf_api.graphql.context import GraphQLContext
 from pcf_api.graphql.types import (
     CreateNoteInput,
@@ -26,7 +37,8 @@ from pcf_api.graphql.types import (
     UpdateNoteInput,
 )
 from pcf_api.observability.logging import get_logger
-from pcf_api.store.models import EventKind, Note, NoteEvent
+from pcf_api.ratelimit import Budget
+from pcf_api.store.models import EventKind, Note, NoteEvent, new_note_id
 from pcf_api.store.notes import NotePage
 
 log = get_logger(__name__)
@@ -63,11 +75,31 @@ async def _publish(context: GraphQLContext, event: NoteEvent) -> None:
         log.exception("could not publish note event", kind=event.kind, note_id=event.note_id)
 
 
+@strawberry.enum
+class ShareRole(Enum):
+    READER = "READER"
+    WRITER = "WRITER"
+
+
+async def _create(context: GraphQLContext, *, title: str, content: str, author: str) -> Note:
+    """The note and its owner. Local backend: the owner row commits with the note. SpiceDB:
+    the owner relationship is written first, so the note is never visible without an owner
+    (a failed insert leaves a relationship to a note that does not exist, which grants nothing)."""
+    store = context.store
+    if filters_in_store(context):
+        return await store.create(title=title, content=content, author=author, owner=author)
+    note_id = new_note_id()
+    await context.services.authorizer.create(note_id, author)
+    return await store.create(title=title, content=content, author=author, note_id=note_id)
+
+
 @strawberry.type
 class Query:
     @strawberry.field
     async def note(self, info: Ctx, id: strawberry.ID) -> NoteType | None:
         note_id = validation.note_id(str(id))
+        if not await may_read(info.context, note_id):
+            return None  # like a missing note: ids cannot be probed
         note: Note | None = await info.context.note_loader.load(note_id)
         return note  # type: ignore[return-value]
 
@@ -75,7 +107,7 @@ class Query:
     async def notes(self, info: Ctx, limit: int = 10, offset: int = 0) -> NotesConnection:
         validation.limit(limit)
         validation.offset(offset)
-        page = await info.context.store.page(limit=limit, offset=offset)
+        page = await readable_page(info.context, limit=limit, offset=offset)
         return _connection(page, offset)
 
     @strawberry.field
@@ -85,14 +117,15 @@ class Query:
         validation.author(author)
         validation.limit(limit)
         validation.offset(offset)
-        page = await info.context.store.page(limit=limit, offset=offset, author=author)
+        page = await readable_page(info.context, limit=limit, offset=offset, author=author)
         return _connection(page, offset)
 
     @strawberry.field
     async def search_notes(self, info: Ctx, query: str, limit: int = 10) -> list[NoteType]:
         validation.search_query(query)
         validation.limit(limit)
-        return await info.context.store.search(query, limit=limit)  # type: ignore[return-value]
+        notes = await readable_search(info.context, query, limit=limit)
+        return notes  # type: ignore[return-value]
 
     @strawberry.field
     def health(self, info: Ctx) -> HealthStatus:
@@ -115,8 +148,18 @@ class Mutation:
         title = validation.title(input.title)
         content = validation.content(input.content)
         author = validation.author(input.author)
-        note = await info.context.store.create(title=title, content=content, author=author)
-        await _publish(info.context, NoteEvent(EventKind.CREATED, note.id, note))
+        context = info.context
+        subject = subject_of(context)
+        if author != subject:
+            raise AppError(
+                ErrorCode.FORBIDDEN,
+                "author must be the caller.",
+                extensions={"field": "author", "constraint": "caller"},
+            )
+        if not await is_authorized(context, Resource(NOTE), Action.CREATE):
+            raise AppError(ErrorCode.FORBIDDEN, "You may not create notes.")
+        note = await _create(context, title=title, content=content, author=author)
+        await _publish(context, NoteEvent(EventKind.CREATED, note.id, note))
         return note  # type: ignore[return-value]
 
     @strawberry.mutation
@@ -126,6 +169,7 @@ class Mutation:
             raise validation.invalid("input", "required", "give a title, a content or both")
         title = validation.title(input.title) if input.title is not None else None
         content = validation.content(input.content) if input.content is not None else None
+        await require(info.context, note_id, Action.UPDATE)
         note = await info.context.store.update(note_id, title=title, content=content)
         if note is None:
             raise AppError(ErrorCode.NOT_FOUND, f"note {note_id} does not exist")
@@ -135,9 +179,37 @@ class Mutation:
     @strawberry.mutation
     async def delete_note(self, info: Ctx, id: strawberry.ID) -> bool:
         note_id = validation.note_id(str(id))
-        if not await info.context.store.delete(note_id):
+        context = info.context
+        await require(context, note_id, Action.DELETE)
+        deletion = await context.store.delete(note_id)
+        if not deletion.found:
             raise AppError(ErrorCode.NOT_FOUND, f"note {note_id} does not exist")
-        await _publish(info.context, NoteEvent(EventKind.DELETED, note_id))
+        authorizer = context.services.authorizer
+        readers: tuple[str, ...] | None = deletion.readers
+        if not filters_in_store(context):
+            await authorizer.delete(note_id)
+            readers = None  # SpiceDB held them; see docs/api.md
+        else:
+            authorizer.invalidate(Resource.note(note_id))
+        await _publish(context, NoteEvent(EventKind.DELETED, note_id, readers=readers))
+        return True
+
+    @strawberry.mutation
+    async def share_note(self, info: Ctx, id: strawberry.ID, user: str, role: ShareRole) -> bool:
+        note_id = validation.note_id(str(id))
+        user = validation.author(user, field="user")
+        context = info.context
+        await require(context, note_id, Action.SHARE)
+        await context.services.authorizer.share(note_id, user, Role(role.value))
+        return True
+
+    @strawberry.mutation
+    async def unshare_note(self, info: Ctx, id: strawberry.ID, user: str) -> bool:
+        note_id = validation.note_id(str(id))
+        user = validation.author(user, field="user")
+        context = info.context
+        await require(context, note_id, Action.SHARE)
+        await context.services.authorizer.unshare(note_id, user)
         return True
 
 
@@ -172,6 +244,7 @@ async def _subscription_slot(context: GraphQLContext) -> AsyncIterator[None]:
 async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
     """The broker's events until the client leaves or nothing happens for the idle timeout."""
     idle = context.services.settings.graphql.subscription_idle_timeout_seconds
+    await context.services.rate_limiter.spend(context.client_id, {Budget.SUBSCRIPTION: 1})
     async with _subscription_slot(context), context.services.broker.subscribe() as events:
         iterator = aiter(events)
         while True:
@@ -183,12 +256,19 @@ async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
             yield event
 
 
+async def _may_read(context: GraphQLContext, event: NoteEvent) -> bool:
+    """Subscribers see only changes to notes they may read."""
+    return event.note is not None and await is_authorized(
+        context, Resource.note(event.note_id), Action.READ
+    )
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription
     async def note_created(self, info: Ctx) -> AsyncGenerator[NoteType, None]:
         async for event in _events(info.context):
-            if event.kind is EventKind.CREATED and event.note is not None:
+            if event.kind is EventKind.CREATED and await _may_read(info.context, event):
                 yield event.note  # type: ignore[misc]
 
     @strawberry.subscription
@@ -198,13 +278,16 @@ class Subscription:
         wanted = validation.note_id(str(id)) if id is not None else None
         async for event in _events(info.context):
             matches = wanted is None or event.note_id == wanted
-            if event.kind is EventKind.UPDATED and event.note is not None and matches:
+            if event.kind is EventKind.UPDATED and matches and await _may_read(info.context, event):
                 yield event.note  # type: ignore[misc]
 
     @strawberry.subscription
     async def note_deleted(self, info: Ctx) -> AsyncGenerator[str, None]:
+        subject = subject_of(info.context)
         async for event in _events(info.context):
-            if event.kind is EventKind.DELETED:
+            if event.kind is EventKind.DELETED and (
+                event.readers is None or subject in event.readers
+            ):
                 yield event.note_id
 
 

@@ -19,6 +19,9 @@ from pcf_api.observability.logging import get_logger
 log = get_logger(__name__)
 
 
+SQLITE_POOL_SIZE = 2
+
+
 def database_url(settings: DatabaseSettings) -> URL:
     if settings.url is None:
         raise ValueError("database.url is not set")
@@ -35,8 +38,14 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     if is_sqlite(url):
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # Two connections: SQLite has one writer at a time anyway, and every further connection
+        # is a driver thread contending with the event loop for the GIL (see docs/benchmarks.md).
         engine = create_async_engine(
-            url, connect_args={"timeout": settings.connect_timeout_seconds}
+            url,
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=0,
+            pool_timeout=settings.pool_timeout_seconds,
+            connect_args={"timeout": settings.connect_timeout_seconds},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -55,7 +64,9 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_seconds,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout. A connection that died with the
+        # server fails its next statement as a disconnect, SQLAlchemy then drops every pooled
+        # connection from before, and the store treats the error as an outage (cache, write wait).
         pool_recycle=1800,
         connect_args=connect_args,
     )

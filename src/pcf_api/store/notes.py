@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Select
 
 from pcf_api.store.models import Note, new_note_id
-from pcf_api.store.tables import notes
+from pcf_api.store.tables import note_relationships, notes
+
+# The relation a creator gets (``pcf_api.auth.policy.Relation.OWNER``; the store sits below auth).
+OWNER = "owner"
 
 _COLUMNS = (
     notes.c.id,
@@ -24,10 +28,77 @@ _COLUMNS = (
 _NEWEST_FIRST = (notes.c.created_at.desc(), notes.c.id.desc())
 
 
+def _readable_by_reader() -> Any:
+    """The note has a relationship with the reader. Every relation grants read (owner, writer,
+    reader: see ``pcf_api.auth.policy``), so any row will do; it is one lookup in the primary
+    key of ``note_relationships``."""
+    return exists().where(
+        note_relationships.c.note_id == notes.c.id,
+        note_relationships.c.subject == bindparam("reader"),
+    )
+
+
+def _filtered(statement: Select[Any], *, by_author: bool, by_reader: bool) -> Select[Any]:
+    if by_author:
+        statement = statement.where(notes.c.author == bindparam("author"))
+    if by_reader:
+        statement = statement.where(_readable_by_reader())
+    return statement
+
+
+def _count_statement(*, by_author: bool, by_reader: bool) -> Select[Any]:
+    """How many notes match. All the notes a reader may read are counted from the reader's
+    relationship rows alone (an index-only scan): every row belongs to an existing note, since
+    rows are written and deleted in the same transaction as their note."""
+    if by_reader and not by_author:
+        return (
+            select(func.count())
+            .select_from(note_relationships)
+            .where(note_relationships.c.subject == bindparam("reader"))
+        )
+    return _filtered(
+        select(func.count()).select_from(notes), by_author=by_author, by_reader=by_reader
+    )
+
+
+def _page_statement(*, by_author: bool, by_reader: bool) -> Select[Any]:
+    """A page with the total riding on every row as an uncorrelated scalar subquery: the
+    database computes it once, from an index. (A window ``count(*) OVER ()`` would make it read
+    and sort every matching row.) Built once, so SQLAlchemy reuses its compiled form."""
+    count = _count_statement(by_author=by_author, by_reader=by_reader)
+    page = _filtered(select(*_COLUMNS), by_author=by_author, by_reader=by_reader)
+    return (
+        page.add_columns(count.scalar_subquery().label("total"))
+        .order_by(*_NEWEST_FIRST)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+
+
+_VARIANTS = [(by_author, by_reader) for by_author in (False, True) for by_reader in (False, True)]
+_PAGES = {
+    variant: _page_statement(by_author=variant[0], by_reader=variant[1]) for variant in _VARIANTS
+}
+_COUNTS = {
+    variant: _count_statement(by_author=variant[0], by_reader=variant[1]) for variant in _VARIANTS
+}
+_BY_ID = select(*_COLUMNS).where(notes.c.id == bindparam("id"))
+_BY_IDS = select(*_COLUMNS).where(notes.c.id.in_(bindparam("ids", expanding=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class NotePage:
     notes: list[Note]
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """Whether the note existed, and who had a relationship with it (so who could read it;
+    empty when relationships are kept elsewhere, in SpiceDB)."""
+
+    found: bool
+    readers: tuple[str, ...] = ()
 
 
 def _utc(value: datetime) -> datetime:
@@ -36,14 +107,8 @@ def _utc(value: datetime) -> datetime:
 
 
 def _note(row: Any) -> Note:
-    return Note(
-        id=row.id,
-        title=row.title,
-        content=row.content,
-        author=row.author,
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
-    )
+    note_id, title, content, author, created_at, updated_at = row[:6]  # _COLUMNS, in order
+    return Note(note_id, title, content, author, _utc(created_at), _utc(updated_at))
 
 
 def _like_pattern(text: str) -> str:
@@ -56,61 +121,79 @@ class NoteStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Reads are single statements: on PostgreSQL, autocommit spares them the BEGIN and
+        # ROLLBACK round trips. (SQLite's driver opens no transaction for a SELECT anyway.)
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
 
     async def get(self, note_id: str) -> Note | None:
-        async with self.engine.connect() as connection:
-            result = await connection.execute(select(*_COLUMNS).where(notes.c.id == note_id))
-            row = result.first()
+        async with self._reader.connect() as connection:
+            row = (await connection.execute(_BY_ID, {"id": note_id})).first()
         return _note(row) if row is not None else None
 
     async def get_many(self, note_ids: Sequence[str]) -> dict[str, Note]:
         """Notes by id in one SELECT (the DataLoader's batch function)."""
         if not note_ids:
             return {}
-        async with self.engine.connect() as connection:
-            result = await connection.execute(
-                select(*_COLUMNS).where(notes.c.id.in_(list(dict.fromkeys(note_ids))))
-            )
+        async with self._reader.connect() as connection:
+            result = await connection.execute(_BY_IDS, {"ids": list(dict.fromkeys(note_ids))})
             return {row.id: _note(row) for row in result}
 
-    async def page(self, *, limit: int, offset: int, author: str | None = None) -> NotePage:
-        """A page, newest first, and the total count — in one round-trip (a window count)."""
-        total_column = func.count().over().label("total")
-        query = select(*_COLUMNS, total_column).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
-        count_query = select(func.count()).select_from(notes)
+    async def page(
+        self, *, limit: int, offset: int, author: str | None = None, reader: str | None = None
+    ) -> NotePage:
+        """A page, newest first, and the total count, in one round trip. With ``reader``, only
+        notes the reader has a relationship with (the local authorization backend's rows)."""
+        parameters: dict[str, Any] = {"limit": limit, "offset": offset}
         if author is not None:
-            query = query.where(notes.c.author == author)
-            count_query = count_query.where(notes.c.author == author)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+            parameters["author"] = author
+        if reader is not None:
+            parameters["reader"] = reader
+        variant = (author is not None, reader is not None)
+        async with self._reader.connect() as connection:
+            rows = (await connection.execute(_PAGES[variant], parameters)).all()
             if rows:
                 return NotePage([_note(row) for row in rows], int(rows[0].total))
-            # Past the end the window count has no row to ride on: ask separately.
-            total = (await connection.execute(count_query)).scalar_one() if offset else 0
+            if not offset:
+                return NotePage([], 0)
+            # Past the end the count has no row to ride on: ask separately.
+            total = (await connection.execute(_COUNTS[variant], parameters)).scalar_one()
         return NotePage([], int(total))
 
-    async def search(self, text: str, *, limit: int) -> list[Note]:
-        """Case-insensitive substring match over title and content, newest first."""
+    async def search(self, text: str, *, limit: int, reader: str | None = None) -> list[Note]:
+        """Case-insensitive substring match over title and content, newest first; with
+        ``reader``, among the notes the reader has a relationship with."""
         pattern = _like_pattern(text)
-        query = (
-            select(*_COLUMNS)
-            .where(
+        query = _filtered(
+            select(*_COLUMNS).where(
                 or_(
                     notes.c.title.ilike(pattern, escape="\\"),
                     notes.c.content.ilike(pattern, escape="\\"),
                 )
-            )
-            .order_by(*_NEWEST_FIRST)
-            .limit(limit)
+            ),
+            by_author=False,
+            by_reader=reader is not None,
         )
-        async with self.engine.connect() as connection:
-            return [_note(row) for row in await connection.execute(query)]
+        query = query.order_by(*_NEWEST_FIRST).limit(limit)
+        async with self._reader.connect() as connection:
+            return [_note(row) for row in await connection.execute(query, {"reader": reader})]
 
     async def create(
-        self, *, title: str, content: str, author: str, note_id: str | None = None
+        self,
+        *,
+        title: str,
+        content: str,
+        author: str,
+        note_id: str | None = None,
+        owner: str | None = None,
     ) -> Note:
         """Insert a note. Pass ``note_id`` to retry a create whose outcome is unknown: a
-        second insert of the same id fails instead of duplicating the note."""
+        second insert of the same id fails instead of duplicating the note. With ``owner``, the
+        owner's relationship row commits in the same transaction, so no note is ever without
+        one (the local authorization backend)."""
         now = datetime.now(UTC)
         note = Note(note_id or new_note_id(), title, content, author, now, now)
         async with self.engine.begin() as connection:
@@ -124,6 +207,12 @@ class NoteStore:
                     updated_at=now,
                 )
             )
+            if owner is not None:
+                await connection.execute(
+                    insert(note_relationships).values(
+                        note_id=note.id, subject=owner, relation=OWNER
+                    )
+                )
         return note
 
     async def update(
@@ -142,7 +231,14 @@ class NoteStore:
             row = result.first()
         return _note(row) if row is not None else None
 
-    async def delete(self, note_id: str) -> bool:
+    async def delete(self, note_id: str) -> Deletion:
+        """Delete a note and, in the same transaction, its local relationship rows."""
         async with self.engine.begin() as connection:
             result = await connection.execute(delete(notes).where(notes.c.id == note_id))
-        return bool(result.rowcount)
+            removed = await connection.execute(
+                delete(note_relationships)
+                .where(note_relationships.c.note_id == note_id)
+                .returning(note_relationships.c.subject)
+            )
+            readers = tuple(sorted(removed.scalars()))
+        return Deletion(found=bool(result.rowcount), readers=readers)

@@ -25,7 +25,7 @@ from pcf_api.observability.logging import get_logger
 from pcf_api.resilience import Availability, WriteGate
 from pcf_api.store.database import is_unavailable, ping
 from pcf_api.store.models import Note, new_note_id
-from pcf_api.store.notes import NotePage, NoteStore
+from pcf_api.store.notes import Deletion, NotePage, NoteStore
 
 log = get_logger(__name__)
 
@@ -93,18 +93,31 @@ class ResilientNoteStore:
         cached = {note_id: self.cache[note_id] for note_id in note_ids if note_id in self.cache}
         return cached, True
 
-    async def page(self, *, limit: int, offset: int, author: str | None = None) -> NotePage:
-        page = await self._read(lambda: self.store.page(limit=limit, offset=offset, author=author))
+    async def page(
+        self, *, limit: int, offset: int, author: str | None = None, reader: str | None = None
+    ) -> NotePage:
+        page = await self._read(
+            lambda: self.store.page(limit=limit, offset=offset, author=author, reader=reader)
+        )
         self._remember(page.notes)
         return page
 
-    async def search(self, text: str, *, limit: int) -> list[Note]:
-        notes = await self._read(lambda: self.store.search(text, limit=limit))
+    async def search(self, text: str, *, limit: int, reader: str | None = None) -> list[Note]:
+        notes = await self._read(lambda: self.store.search(text, limit=limit, reader=reader))
         self._remember(notes)
         return notes
 
-    async def create(self, *, title: str, content: str, author: str) -> Note:
-        note_id = new_note_id()
+    async def create(
+        self,
+        *,
+        title: str,
+        content: str,
+        author: str,
+        note_id: str | None = None,
+        owner: str | None = None,
+    ) -> Note:
+        """Insert, waiting out a database outage; ``owner`` as in ``NoteStore.create``."""
+        note_id = note_id or new_note_id()
         attempts = 0
 
         async def insert() -> Note:
@@ -112,7 +125,7 @@ class ResilientNoteStore:
             attempts += 1
             try:
                 return await self.store.create(
-                    title=title, content=content, author=author, note_id=note_id
+                    title=title, content=content, author=author, note_id=note_id, owner=owner
                 )
             except IntegrityError:
                 # Only a retry can collide with its own id: the first attempt did commit.
@@ -133,10 +146,10 @@ class ResilientNoteStore:
             self.cache[note.id] = note
         return note
 
-    async def delete(self, note_id: str) -> bool:
-        deleted = await self._write(lambda: self.store.delete(note_id))
+    async def delete(self, note_id: str) -> Deletion:
+        deletion = await self._write(lambda: self.store.delete(note_id))
         self.cache.pop(note_id, None)
-        return deleted
+        return deletion
 
     async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
         if not self.availability.is_up:

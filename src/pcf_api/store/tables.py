@@ -18,3 +18,15 @@ notes = Table(
     Index("ix_notes_created_at", "created_at", "id"),
     Index("ix_notes_author_created_at", "author", "created_at", "id"),
 )
+
+# Who may do what with a note (the embedded authorization backend). No foreign key to notes:
+# like SpiceDB's, relationships live apart from the data, so the owner can be written before
+# the note and a note's relationships are dropped explicitly when it is deleted.
+note_relationships = Table(
+    "note_relationships",
+    metadata,
+    Column("note_id", String(40), primary_key=True),
+    Column("subject", String(100), primary_key=True),
+    Column("relation", String(16), nullable=False),  # owner | writer | reader
+    Index("ix_note_relationships_subject", "subject", "note_id"),
+)

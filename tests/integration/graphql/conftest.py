@@ -18,10 +18,14 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
 class GraphQLClient:
-    """Speaks GraphQL over HTTP to the app; returns the httpx response for full inspection."""
+    """Speaks GraphQL over HTTP to the app; returns the httpx response for full inspection.
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    Requests are made as ``user`` (the development demo identity's ``X-Demo-User``) unless a
+    call names another ``user`` or passes ``headers`` of its own (e.g. a bearer token)."""
+
+    def __init__(self, http: httpx.AsyncClient, user: str | None = "alice") -> None:
         self.http = http
+        self.user = user
 
     async def post(
         self,
@@ -29,24 +33,35 @@ class GraphQLClient:
         variables: dict[str, Any] | None = None,
         *,
         accept: str = GRAPHQL_RESPONSE,
+        user: str | None = None,
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> httpx.Response:
         payload: dict[str, Any] = {"query": query, **extra}
         if variables is not None:
             payload["variables"] = variables
-        return await self.http.post("/graphql", json=payload, headers={"Accept": accept})
+        sent = {"Accept": accept}
+        if headers is not None:
+            sent.update(headers)
+        elif (user or self.user) is not None:
+            sent["X-Demo-User"] = user or self.user or ""
+        return await self.http.post("/graphql", json=payload, headers=sent)
 
-    async def data(self, query: str, variables: dict[str, Any] | None = None) -> Any:
-        response = await self.post(query, variables)
+    async def data(
+        self, query: str, variables: dict[str, Any] | None = None, *, user: str | None = None
+    ) -> Any:
+        response = await self.post(query, variables, user=user)
         body = response.json()
         assert response.status_code == 200, body
         assert "errors" not in body, body
         return body["data"]
 
     async def create(self, title: str = "t", content: str = "c", author: str = "alice") -> Any:
+        """A note by ``author``, created as ``author`` (notes are created by their author)."""
         data = await self.data(
             "mutation($i: CreateNoteInput!) { createNote(input: $i) { id title content author } }",
             {"i": {"title": title, "content": content, "author": author}},
+            user=author,
         )
         return data["createNote"]
 

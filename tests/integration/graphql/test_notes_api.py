@@ -58,13 +58,22 @@ async def test_notes_connection_pages_newest_first(client) -> None:
 
 async def test_notes_by_author_and_search(client) -> None:
     await client.create(title="Groceries", content="Milk", author="alice")
-    await client.create(title="Work", content="grocery run", author="bob")
+    work = await client.create(title="Work", content="grocery run", author="bob")
+    await client.create(title="Private", content="grocery list", author="bob")
+    await client.data(
+        'mutation($id: ID!) { shareNote(id: $id, user: "alice", role: READER) }',
+        {"id": work["id"]},
+        user="bob",
+    )
+
     by_author = await client.data(
         '{ notesByAuthor(author: "bob") { totalCount edges { node { title } } } }'
     )
-    assert by_author["notesByAuthor"]["totalCount"] == 1
+    assert by_author["notesByAuthor"]["totalCount"] == 1  # bob's shared note, not his other
     found = await client.data('{ searchNotes(query: "GROCER") { title } }')
     assert sorted(note["title"] for note in found["searchNotes"]) == ["Groceries", "Work"]
+    found_by_bob = await client.data('{ searchNotes(query: "GROCER") { title } }', user="bob")
+    assert sorted(note["title"] for note in found_by_bob["searchNotes"]) == ["Private", "Work"]
 
 
 @pytest.mark.parametrize(
@@ -142,7 +151,9 @@ async def test_health_field_reports_the_database(client) -> None:
     ] or data["health"]["status"] == "starting"
 
 
-async def test_many_notes_by_id_in_one_query_issue_one_batched_select(app, client) -> None:
+async def test_many_notes_by_id_in_one_query_are_read_and_authorized_in_one_select_each(
+    app, client
+) -> None:
     ids = [(await client.create(title=f"n{i}"))["id"] for i in range(5)]
     statements: list[str] = []
     engine = app.state.notes_api.services.store.engine
@@ -161,5 +172,6 @@ async def test_many_notes_by_id_in_one_query_issue_one_batched_select(app, clien
 
     assert [data[f"n{i}"]["id"] for i in range(5)] == ids
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 1
-    assert " IN " in selects[0].upper()
+    assert len(selects) == 2, selects  # the read decisions, then the notes
+    assert "note_relationships" in selects[0]
+    assert all(" IN " in select.upper() for select in selects)

@@ -1,11 +1,13 @@
-"""What production hides: introspection, GraphiQL and the SDL route."""
+"""What production hides (introspection, GraphiQL, the SDL route) and what it demands: a token."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from starlette.applications import Starlette
 
@@ -17,6 +19,9 @@ from .conftest import running
 pytestmark = pytest.mark.anyio
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
+HS256_SECRET = "prod-profile-test-Secret-0123456789-abcdef"
+TOKEN = jwt.encode({"sub": "alice", "exp": time.time() + 3600}, HS256_SECRET, "HS256")
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _app(environ: dict[str, str]) -> Starlette:
@@ -28,6 +33,7 @@ async def production(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     environ = {
         "PCF_ENVIRONMENT": "production",
         "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/prod.db",
+        "PCF_AUTH__HS256_SECRET": HS256_SECRET,
     }
     async with running(_app(environ)) as client:
         yield client
@@ -47,7 +53,7 @@ async def test_production_rejects_introspection(production) -> None:
     response = await production.post(
         "/graphql",
         json={"query": INTROSPECTION},
-        headers={"Accept": "application/graphql-response+json"},
+        headers={"Accept": "application/graphql-response+json", **BEARER},
     )
     assert response.status_code == 400
     error = response.json()["errors"][0]
@@ -63,8 +69,22 @@ async def test_production_has_no_graphiql_and_no_schema_route(production) -> Non
 
 
 async def test_production_still_answers_ordinary_queries(production) -> None:
-    response = await production.post("/graphql", json={"query": "{ notes { totalCount } }"})
+    response = await production.post(
+        "/graphql", json={"query": "{ notes { totalCount } }"}, headers=BEARER
+    )
     assert response.json() == {"data": {"notes": {"totalCount": 0}}}
+
+
+@pytest.mark.parametrize("query", ["{ notes { totalCount } }", INTROSPECTION, "{ nope }"])
+async def test_production_answers_nothing_without_a_token(production, query: str) -> None:
+    response = await production.post(
+        "/graphql", json={"query": query}, headers={"X-Demo-User": "alice"}
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "UNAUTHORIZED"
+    assert "data" not in response.json()
 
 
 async def test_development_offers_introspection_graphiql_and_the_sdl(development) -> None:

@@ -102,9 +102,9 @@ async def test_update_changes_only_the_given_fields(store: NoteStore) -> None:
 
 async def test_delete_removes_once(store: NoteStore) -> None:
     note = await store.create(title="t", content="c", author="a")
-    assert await store.delete(note.id) is True
+    assert (await store.delete(note.id)).found is True
     assert await store.get(note.id) is None
-    assert await store.delete(note.id) is False
+    assert (await store.delete(note.id)).found is False
 
 
 async def test_note_ids_sort_by_creation(store: NoteStore) -> None:

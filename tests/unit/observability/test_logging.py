@@ -23,11 +23,13 @@ from hypothesis import strategies as st
 
 from pcf_api.observability.logging import (
     REDACTED,
+    access_log,
     configure_logging,
     get_logger,
     request_credentials,
     scrubber,
 )
+from pcf_api.observability.tracecontext import current_trace_id
 
 LEADING_KEYS = ["timestamp", "level", "module", "trace_id", "message"]
 SIMPLE_SECRET = "s3cr3t-Value-123456"
@@ -300,7 +302,7 @@ def test_stdlib_levels_are_rendered_in_the_service_vocabulary(
 # --- 2. trace_id ---------------------------------------------------------------------------------
 
 
-def test_trace_id_is_null_outside_a_request_and_bound_inside(configure: Configure) -> None:
+def test_trace_id_is_null_outside_a_request_and_the_requests_inside(configure: Configure) -> None:
     out = configure()
     structlog_log = get_logger("pcf_api.x")
     stdlib_log = logging.getLogger("lib")
@@ -308,9 +310,10 @@ def test_trace_id_is_null_outside_a_request_and_bound_inside(configure: Configur
 
     structlog_log.info("before")
     stdlib_log.info("before")
-    with structlog.contextvars.bound_contextvars(trace_id=trace_id):
-        structlog_log.info("inside")
-        stdlib_log.info("inside")
+    token = current_trace_id.set(trace_id)
+    structlog_log.info("inside")
+    stdlib_log.info("inside")
+    current_trace_id.reset(token)
     structlog_log.info("after")
     stdlib_log.info("after")
 
@@ -735,3 +738,65 @@ def test_python_warnings_are_captured_into_the_pipeline(configure: Configure) ->
     assert record["module"] == "py.warnings"
     assert record["level"] == "WARN"
     assert "DeprecationWarning: old api is deprecated" in record["message"]
+
+
+# --- 8. the access line ----------------------------------------------------------------------
+
+
+def test_access_line_has_the_leading_keys_and_the_requests_trace_id(configure: Configure) -> None:
+    out = configure(level="INFO")
+    token = current_trace_id.set("4bf92f3577b34da6a3ce929d0e0e4736")
+    try:
+        access_log.write(logging.INFO, {"method": "GET", "path": "/x", "status": 200})
+    finally:
+        current_trace_id.reset(token)
+
+    record = out.only_record()
+    assert list(record)[:5] == LEADING_KEYS
+    assert record["level"] == "INFO"
+    assert record["module"] == "pcf_api.access"
+    assert record["message"] == "request"
+    assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert (record["method"], record["path"], record["status"]) == ("GET", "/x", 200)
+    stamped = datetime.fromisoformat(record["timestamp"])
+    assert abs(datetime.now(UTC) - stamped) < timedelta(seconds=5)
+
+
+def test_access_line_is_scrubbed_like_every_other_line(configure: Configure) -> None:
+    out = configure(secrets=[SIMPLE_SECRET, TRICKY_SECRET])
+    token = request_credentials.set(("request-cred-987654",))
+    try:
+        access_log.write(
+            logging.INFO,
+            {"path": f"/a/{SIMPLE_SECRET}/{TRICKY_SECRET}/request-cred-987654", "status": 200},
+        )
+    finally:
+        request_credentials.reset(token)
+
+    assert SIMPLE_SECRET not in out.text
+    assert json.dumps(TRICKY_SECRET)[1:-1] not in out.text
+    assert "request-cred-987654" not in out.text
+    assert REDACTED in out.only_record()["path"]
+
+
+def test_access_line_respects_the_access_loggers_level(configure: Configure) -> None:
+    out = configure(level="INFO", module_levels={"pcf_api.access": "WARNING"})
+
+    assert not access_log.is_enabled_for(logging.INFO)
+    access_log.write(logging.INFO, {"path": "/x"})
+    access_log.write(logging.DEBUG, {"path": "/y"})
+
+    assert out.text == ""
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_access_line_reaches_whichever_handler_is_configured(
+    configure: Configure, log_format: str
+) -> None:
+    configure(log_format=log_format)
+    current = configure(log_format=log_format)  # reconfigured: the old stream gets nothing
+
+    access_log.write(logging.INFO, {"path": "/now-here", "status": 204})
+
+    assert "/now-here" in current.text
+    assert "204" in current.text

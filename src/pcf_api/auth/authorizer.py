@@ -1,0 +1,354 @@
+"""``is_authorized``'s core: cached decisions over a backend, and what happens when it is away.
+
+Decisions are cached per (subject, resource, action) for ``ttl`` seconds (5 minutes; fixed in
+production), in a bounded LRU, and dropped for a resource as soon as its relationships change
+through this process (create, share, unshare, delete).
+
+Outage rule. When the backend cannot be asked, decisions come from the cache — including stale
+ones — while the outage is younger than ``stale_window`` (5 minutes). To make that possible an
+entry is kept for ``ttl + stale_window`` seconds after it was decided: it is *fresh* for the
+first ``ttl`` seconds and *stale* afterwards, and a stale entry is only ever used during an
+outage. Once the outage is older than the window, or when nothing is cached, decisions fail
+closed with AuthorizationUnavailable (SERVICE_UNAVAILABLE, 503). So no decision older than
+``ttl + stale_window`` is ever served, and none at all once the backend has been away for longer
+than the window.
+
+The cache is per process: a change made through another replica reaches this one when its
+entries expire (at most ``ttl`` later) unless ``invalidate`` is called from a shared event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
+
+from cachetools import TTLCache
+
+from pcf_api.auth.policy import (
+    NOTE,
+    Action,
+    AuthorizationBackend,
+    BackendUnavailable,
+    Resource,
+    Role,
+)
+from pcf_api.errors import AppError, ErrorCode
+from pcf_api.resilience import Availability
+
+DEFAULT_TTL_SECONDS = 300.0
+DEFAULT_STALE_WINDOW_SECONDS = 300.0
+
+
+class AuthzHealth(StrEnum):
+    """The values of ``pcf_api.health.Status`` this component can be in."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+class HealthChecks(Protocol):
+    """What ``register_health_checks`` needs of ``pcf_api.health.HealthRegistry`` (which sits
+    above this package, so it is not imported)."""
+
+    def register(
+        self, name: str, check: Callable[[], Awaitable[None]], *, critical: bool
+    ) -> None: ...
+
+
+class AuthorizationUnavailable(AppError):
+    """No trustworthy decision can be made: the backend is away and the cache cannot answer."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "Authorization is temporarily unavailable.",
+            headers={"Retry-After": "5"},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One answer and where it came from, for the resolver and the audit line."""
+
+    subject: str
+    resource: Resource
+    action: Action
+    allowed: bool
+    backend: str
+    from_cache: bool
+    stale: bool = False
+
+    def log_fields(self) -> dict[str, Any]:
+        """The audit line's fields: who, what, the answer and its origin; no token content."""
+        return {
+            "subject": self.subject,
+            "resource": str(self.resource),
+            "action": self.action.value,
+            "decision": "allow" if self.allowed else "deny",
+            "backend": self.backend,
+            "from_cache": self.from_cache,
+            "stale": self.stale,
+        }
+
+
+CacheKey = tuple[str, Resource, Action]
+
+
+class CachedDecision(NamedTuple):
+    allowed: bool
+    fresh: bool
+
+
+class _Entry(NamedTuple):
+    allowed: bool
+    decided_at: float
+
+
+class DecisionCache:
+    """Bounded TTL cache of decisions that also keeps stale entries for the outage window and
+    can drop every decision about one resource.
+
+    ``TTLCache`` (expiry ``ttl + stale_window``, LRU beyond ``maxsize``) holds the entries; a
+    side index from resource to its keys makes invalidation cheap. Keys the TTLCache has already
+    evicted may linger in the index; it is rebuilt from the cache once it holds twice as many
+    keys as the cache can, so it stays bounded too.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = DEFAULT_TTL_SECONDS,
+        maxsize: int = 100_000,
+        stale_window: float = DEFAULT_STALE_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.enabled = ttl > 0 and maxsize > 0
+        self._clock = clock
+        self._entries: TTLCache[CacheKey, _Entry] = TTLCache(
+            maxsize=max(maxsize, 1), ttl=ttl + stale_window, timer=clock
+        )
+        self._by_resource: dict[Resource, set[CacheKey]] = {}
+        self._indexed = 0
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def epoch(self) -> int:
+        """Changes on every invalidation; ``put`` ignores answers fetched before one."""
+        return self._epoch
+
+    def get(self, key: CacheKey) -> CachedDecision | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return CachedDecision(entry.allowed, self._clock() - entry.decided_at < self.ttl)
+
+    def put(self, key: CacheKey, allowed: bool, *, epoch: int | None = None) -> None:
+        """Remember a decision; skipped when an invalidation happened since ``epoch`` (the
+        answer may predate the change that caused it)."""
+        if not self.enabled or (epoch is not None and epoch != self._epoch):
+            return
+        self._entries[key] = _Entry(allowed, self._clock())
+        keys = self._by_resource.setdefault(key[1], set())
+        if key not in keys:
+            keys.add(key)
+            self._indexed += 1
+            if self._indexed > 2 * self._entries.maxsize:
+                self._reindex()
+
+    def invalidate(self, resource: Resource) -> int:
+        """Drop every decision about ``resource``; returns how many were cached."""
+        self._epoch += 1
+        keys = self._by_resource.pop(resource, set())
+        self._indexed -= len(keys)
+        return sum(self._entries.pop(key, None) is not None for key in keys)
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self._entries.clear()
+        self._by_resource.clear()
+        self._indexed = 0
+
+    def _reindex(self) -> None:
+        self._entries.expire()
+        index: dict[Resource, set[CacheKey]] = {}
+        for key in self._entries:
+            index.setdefault(key[1], set()).add(key)
+        self._by_resource = index
+        self._indexed = len(self._entries)
+
+
+class Authorizer:
+    """Decisions with caching and the outage rule; relationship writes that invalidate."""
+
+    def __init__(
+        self,
+        backend: AuthorizationBackend,
+        *,
+        cache: DecisionCache | None = None,
+        stale_window: float = DEFAULT_STALE_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache if cache is not None else DecisionCache(clock=clock)
+        self.stale_window = stale_window
+        self.availability = Availability("authorization", clock=clock)
+
+    @property
+    def failing_closed(self) -> bool:
+        """The backend has been away longer than the window: nothing is decided."""
+        return not self.availability.is_up and self.availability.down_for() >= self.stale_window
+
+    async def check(self, subject: str, resource: Resource, action: Action) -> Decision:
+        """Decide; raises AuthorizationUnavailable when no trustworthy answer exists."""
+        if resource.id is None:
+            return self._collection_decision(subject, resource, action)
+        key = (subject, resource, action)
+        cached = self.cache.get(key)
+        if cached is not None and cached.fresh and not self.failing_closed:
+            return self._decision(key, cached.allowed, from_cache=True)
+        epoch = self.cache.epoch
+        try:
+            allowed = await self.backend.check(subject, resource, action)
+        except BackendUnavailable as exc:
+            self.availability.mark_down(str(exc) or type(exc).__name__)
+            if cached is None or self.failing_closed:
+                raise AuthorizationUnavailable from None
+            return self._decision(key, cached.allowed, from_cache=True, stale=not cached.fresh)
+        self.availability.mark_up()
+        self.cache.put(key, allowed, epoch=epoch)
+        return self._decision(key, allowed, from_cache=False)
+
+    async def filter(
+        self, subject: str, resources: Sequence[Resource], action: Action = Action.READ
+    ) -> list[Decision]:
+        """One decision per distinct resource, in order; what is not cached is asked in bulk.
+
+        During an outage every resource needs a cached decision, or the whole call fails closed
+        (leaving out undecided notes would silently show an incomplete list).
+        """
+        unique = list(dict.fromkeys(resources))
+        if any(resource.id is None for resource in unique):
+            raise ValueError("filter takes individual resources, not a collection")
+        failing_closed = self.failing_closed
+        cached = {resource: self.cache.get((subject, resource, action)) for resource in unique}
+        missing = [
+            resource
+            for resource, entry in cached.items()
+            if entry is None or not entry.fresh or failing_closed
+        ]
+        answers: dict[Resource, Decision] = {
+            resource: self._decision((subject, resource, action), entry.allowed, from_cache=True)
+            for resource, entry in cached.items()
+            if entry is not None and resource not in missing
+        }
+        if missing:
+            epoch = self.cache.epoch
+            try:
+                allowed = await self.backend.filter(subject, action, missing)
+            except BackendUnavailable as exc:
+                self.availability.mark_down(str(exc) or type(exc).__name__)
+                return self._stale_filter(subject, action, unique, cached, answers)
+            self.availability.mark_up()
+            for resource in missing:
+                key = (subject, resource, action)
+                self.cache.put(key, resource in allowed, epoch=epoch)
+                answers[resource] = self._decision(key, resource in allowed, from_cache=False)
+        return [answers[resource] for resource in unique]
+
+    async def create(self, note_id: str, owner: str) -> None:
+        """Record the owner of a new note (before the note is visible, ideally)."""
+        await self._write(Resource.note(note_id), self.backend.create(note_id, owner))
+
+    async def share(self, note_id: str, subject: str, role: Role) -> None:
+        await self._write(Resource.note(note_id), self.backend.share(note_id, subject, role))
+
+    async def unshare(self, note_id: str, subject: str) -> None:
+        await self._write(Resource.note(note_id), self.backend.unshare(note_id, subject))
+
+    async def delete(self, note_id: str) -> None:
+        await self._write(Resource.note(note_id), self.backend.delete(note_id))
+
+    def invalidate(self, resource: Resource) -> int:
+        """Forget decisions about ``resource`` (e.g. on a change announced by another replica)."""
+        return self.cache.invalidate(resource)
+
+    def health_status(self) -> AuthzHealth:
+        """healthy: the backend answers; degraded: it does not and decisions come from the
+        cache; unhealthy: it has been away longer than the window and decisions fail closed."""
+        if self.availability.is_up:
+            return AuthzHealth.HEALTHY
+        return AuthzHealth.UNHEALTHY if self.failing_closed else AuthzHealth.DEGRADED
+
+    async def ping_backend(self) -> None:
+        """Health check: the backend answers. Down here alone means degraded."""
+        try:
+            await self.backend.ping()
+        except BackendUnavailable as exc:
+            self.availability.mark_down(str(exc) or type(exc).__name__)
+            raise
+        self.availability.mark_up()
+
+    async def check_deciding(self) -> None:
+        """Health check: decisions are being made (from the backend or, for now, the cache)."""
+        if self.failing_closed:
+            raise AuthorizationUnavailable
+
+    def register_health_checks(self, registry: HealthChecks) -> None:
+        """``authorization`` (non-critical: down → degraded) pings the backend;
+        ``authorization_decisions`` (critical: down → unhealthy) fails once decisions fail
+        closed. Together they give the readiness document the three states above."""
+        registry.register("authorization", self.ping_backend, critical=False)
+        registry.register("authorization_decisions", self.check_deciding, critical=True)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def _write(self, resource: Resource, operation: Awaitable[None]) -> None:
+        try:
+            await operation
+        except BackendUnavailable as exc:
+            self.availability.mark_down(str(exc) or type(exc).__name__)
+            raise AuthorizationUnavailable from None
+        finally:
+            # Even a failed write may have been applied (a timeout after the commit).
+            self.cache.invalidate(resource)
+        self.availability.mark_up()
+
+    def _collection_decision(self, subject: str, resource: Resource, action: Action) -> Decision:
+        if resource.type != NOTE:
+            raise ValueError(f"unknown resource type {resource.type!r}")
+        return Decision(subject, resource, action, action is Action.CREATE, "policy", False)
+
+    def _decision(
+        self, key: CacheKey, allowed: bool, *, from_cache: bool, stale: bool = False
+    ) -> Decision:
+        subject, resource, action = key
+        return Decision(subject, resource, action, allowed, self.backend.name, from_cache, stale)
+
+    def _stale_filter(
+        self,
+        subject: str,
+        action: Action,
+        unique: list[Resource],
+        cached: dict[Resource, CachedDecision | None],
+        answers: dict[Resource, Decision],
+    ) -> list[Decision]:
+        if self.failing_closed:
+            raise AuthorizationUnavailable
+        for resource in unique:
+            entry = cached[resource]
+            if entry is None:
+                raise AuthorizationUnavailable
+            if resource not in answers:
+                answers[resource] = self._decision(
+                    (subject, resource, action), entry.allowed, from_cache=True, stale=True
+                )
+        return [answers[resource] for resource in unique]

@@ -1,0 +1,162 @@
+"""``is_authorized``: the check every resolver makes before it touches a note, with its audit line.
+
+A note the caller may not read answers exactly like a note that does not exist (``note`` is
+null, mutations say NOT_FOUND), so ids cannot be probed. A caller who may read a note but not
+change it gets FORBIDDEN: it can see the note anyway, so nothing leaks.
+
+Lists show only what the caller may read. With the local backend the store filters in the
+same SELECT (one round trip, exact totals). With SpiceDB, notes are scanned newest first in
+chunks and each chunk is checked in bulk; the total needs the whole scan, so a list costs one
+bulk check per ``SCAN_CHUNK`` notes in the collection (cached decisions are free).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from strawberry.dataloader import DataLoader
+
+from pcf_api.auth.authorizer import Decision
+from pcf_api.auth.policy import NOTE, Action, Resource
+from pcf_api.errors import AppError, ErrorCode
+from pcf_api.graphql.context import GraphQLContext
+from pcf_api.observability.logging import audit_log
+from pcf_api.store.models import Note
+from pcf_api.store.notes import NotePage
+
+SCAN_CHUNK = 500
+SEARCH_SCAN_LIMIT = 1000
+
+
+def subject_of(context: GraphQLContext) -> str:
+    """The caller's user id; UNAUTHORIZED when the request carries no identity (only schema
+    questions may be asked without one)."""
+    if context.identity is None:
+        raise AppError(ErrorCode.UNAUTHORIZED, "Authentication is required.")
+    return context.identity.subject
+
+
+async def is_authorized(context: GraphQLContext, resource: Resource, action: Action) -> bool:
+    """Whether the caller may do ``action`` on ``resource``; logs the decision."""
+    decision = await context.services.authorizer.check(subject_of(context), resource, action)
+    _log(decision)
+    return decision.allowed
+
+
+async def may_read(context: GraphQLContext, note_id: str) -> bool:
+    """Whether the caller may read the note; the checks of one request are batched, so a query
+    naming many notes by id costs one backend call (like the notes themselves, one SELECT)."""
+    loader = context.read_loader
+    if loader is None:
+        subject = subject_of(context)
+
+        async def decide(note_ids: list[str]) -> list[bool]:
+            resources = [Resource.note(note_id) for note_id in note_ids]
+            decisions = await context.services.authorizer.filter(subject, resources, Action.READ)
+            for decision in decisions:
+                _log(decision)
+            allowed = {decision.resource.id for decision in decisions if decision.allowed}
+            return [note_id in allowed for note_id in note_ids]
+
+        loader = context.read_loader = DataLoader(load_fn=decide)
+    return await loader.load(note_id)
+
+
+async def require(context: GraphQLContext, note_id: str, action: Action) -> None:
+    """Allowed, or FORBIDDEN when the caller can at least read the note, else NOT_FOUND."""
+    resource = Resource.note(note_id)
+    if await is_authorized(context, resource, action):
+        return
+    if action is not Action.READ and await is_authorized(context, resource, Action.READ):
+        raise AppError(ErrorCode.FORBIDDEN, f"You may not {action.value} note {note_id}.")
+    raise AppError(ErrorCode.NOT_FOUND, f"note {note_id} does not exist")
+
+
+async def readable_page(
+    context: GraphQLContext, *, limit: int, offset: int, author: str | None = None
+) -> NotePage:
+    """The page of notes the caller may read, and how many they may read in all."""
+    subject = subject_of(context)
+    store = context.store
+    if filters_in_store(context):
+        page = await store.page(limit=limit, offset=offset, author=author, reader=subject)
+        _log_list(context, subject, shown=len(page.notes))
+        return page
+
+    async def chunk(position: int) -> NotePage:
+        return await store.page(limit=SCAN_CHUNK, offset=position, author=author)
+
+    return await _scan(context, subject, chunk, limit=limit, offset=offset)
+
+
+async def readable_search(context: GraphQLContext, text: str, *, limit: int) -> list[Note]:
+    """Search results the caller may read. With SpiceDB, the newest ``SEARCH_SCAN_LIMIT``
+    matches are checked, so an older readable match may be missed."""
+    subject = subject_of(context)
+    store = context.store
+    if filters_in_store(context):
+        notes = await store.search(text, limit=limit, reader=subject)
+        _log_list(context, subject, shown=len(notes))
+        return notes
+    candidates = await store.search(text, limit=SEARCH_SCAN_LIMIT)
+    return (await _readable(context, subject, candidates))[:limit]
+
+
+def filters_in_store(context: GraphQLContext) -> bool:
+    """The local backend's relationships live in the notes database: the store can join them."""
+    return context.services.authorizer.backend.name == "local"
+
+
+async def _scan(
+    context: GraphQLContext,
+    subject: str,
+    chunk: Callable[[int], Awaitable[NotePage]],
+    *,
+    limit: int,
+    offset: int,
+) -> NotePage:
+    shown: list[Note] = []
+    readable = 0
+    position = 0
+    while True:
+        page = await chunk(position)
+        for note in await _readable(context, subject, page.notes):
+            if offset <= readable < offset + limit:
+                shown.append(note)
+            readable += 1
+        position += len(page.notes)
+        if not page.notes or position >= page.total:
+            return NotePage(shown, readable)
+
+
+async def _readable(context: GraphQLContext, subject: str, notes: list[Note]) -> list[Note]:
+    if not notes:
+        return []
+    decisions = await context.services.authorizer.filter(
+        subject, [Resource.note(note.id) for note in notes], Action.READ
+    )
+    allowed = {decision.resource.id for decision in decisions if decision.allowed}
+    for decision in decisions:
+        _log(decision)
+    return [note for note in notes if note.id in allowed]
+
+
+def _log(decision: Decision) -> None:
+    audit_log.write(logging.INFO, decision.log_fields())
+
+
+def _log_list(context: GraphQLContext, subject: str, *, shown: int) -> None:
+    """One line for a list filtered in the store: the decision is the filter itself."""
+    audit_log.write(
+        logging.INFO,
+        {
+            "subject": subject,
+            "resource": NOTE,
+            "action": Action.READ.value,
+            "decision": "filter",
+            "backend": context.services.authorizer.backend.name,
+            "from_cache": False,
+            "shown": shown,
+        },
+    )

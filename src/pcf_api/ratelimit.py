@@ -1,0 +1,70 @@
+"""Per-client request budgets, with the ``limits`` library: in process, or shared in Redis.
+
+A client is its authenticated subject, else its IP address. Each operation spends from the
+budget of its kind (query, mutation, subscription); a document that calls ``searchNotes`` also
+spends from the search budget, which is much smaller because a search scans. Past a budget the
+request is refused with 429 RATE_LIMITED and ``Retry-After`` (seconds until a unit is free).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from enum import StrEnum
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from pcf_api.config import RateLimitSettings
+from pcf_api.errors import AppError, ErrorCode
+
+
+class Budget(StrEnum):
+    QUERY = "query"
+    MUTATION = "mutation"
+    SUBSCRIPTION = "subscription"
+    SEARCH = "search"
+
+
+class RateLimited(AppError):
+    def __init__(self, budget: Budget, limit: RateLimitItem, retry_after: int) -> None:
+        super().__init__(
+            ErrorCode.RATE_LIMITED,
+            f"Too many {budget.value} requests: at most {limit}.",
+            extensions={"budget": budget.value, "limit": str(limit), "retryAfter": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class RateLimiter:
+    """One moving window per (budget, client): exact counts, no burst at window edges."""
+
+    def __init__(self, settings: RateLimitSettings) -> None:
+        self.enabled = settings.enabled
+        self.limits = {
+            Budget.QUERY: parse(settings.queries),
+            Budget.MUTATION: parse(settings.mutations),
+            Budget.SUBSCRIPTION: parse(settings.subscriptions),
+            Budget.SEARCH: parse(settings.search),
+        }
+        url = settings.storage_url.get_secret_value() if settings.storage_url else "memory://"
+        # redis-py, which the events broker uses already (the default async client is coredis).
+        options = {} if url.startswith("memory") else {"implementation": "redispy"}
+        self.storage = storage_from_string(f"async+{url}", **options)
+        self.strategy = MovingWindowRateLimiter(self.storage)
+
+    async def spend(self, client: str, costs: Mapping[Budget, int]) -> None:
+        """Take ``cost`` units from each budget; raises RateLimited at the first that has not
+        enough left (what earlier budgets gave stays spent: the request was made)."""
+        if not self.enabled:
+            return
+        for budget, cost in costs.items():
+            if cost <= 0:
+                continue
+            limit = self.limits[budget]
+            if not await self.strategy.hit(limit, budget.value, client, cost=cost):
+                stats = await self.strategy.get_window_stats(limit, budget.value, client)
+                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                raise RateLimited(budget, limit, retry_after)
