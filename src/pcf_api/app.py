@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 
 import orjson
 from starlette.applications import Starlette
@@ -29,6 +30,7 @@ from pcf_api.middleware import (
     error_response,
 )
 from pcf_api.observability.logging import get_logger
+from pcf_api.observability.metrics import METRICS_PATH, Metrics, MetricsEndpoint, health_metrics
 
 log = get_logger(__name__)
 
@@ -75,14 +77,32 @@ class ServiceApp(Starlette):
     """
 
     graphql_lane: ASGIApp | None = None
+    metrics_port: int | None = None
+    """With ``metrics.port`` set, the server listens there too; that port serves /metrics and
+    nothing else, and the main port does not serve /metrics (a NetworkPolicy can then open
+    the metrics port to Prometheus alone)."""
+    metrics_lane: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.metrics_port is not None:
+            server = scope.get("server")
+            if server is not None and server[1] == self.metrics_port:
+                await self._metrics_port(scope, receive, send)
+                return
         lane = self.graphql_lane
         if lane is not None and scope["type"] == "http" and scope["path"] == GRAPHQL_PATH:
             scope["app"] = self
             await lane(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    async def _metrics_port(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == METRICS_PATH and self.metrics_lane is not None:
+            await self.metrics_lane(scope, receive, send)
+            return
+        code = code_for_status(404)
+        response = error_response(code, default_message(code), path=scope["path"])
+        await response(scope, receive, send)
 
 
 def _wrapped(app: ASGIApp, middleware: list[Middleware]) -> ASGIApp:
@@ -102,9 +122,12 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         warn_interval=settings.health.warn_interval_seconds,
     )
 
+    metrics = Metrics(version=__version__, environment=settings.environment)
+    metrics.add_source(partial(health_metrics, health))
+
     # The notes API needs a database; without one configured (unit tests of the core) the
     # service is just its health endpoints. Configuration requires one outside development.
-    notes_api = NotesAPI(settings, health) if settings.database.url is not None else None
+    notes_api = NotesAPI(settings, health, metrics) if settings.database.url is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -124,8 +147,15 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
                 await notes_api.stop()
             log.info("application stopped")
 
+    metrics_settings = settings.metrics
+    password = metrics_settings.password
+    metrics_endpoint = MetricsEndpoint(
+        metrics,
+        username=metrics_settings.username,
+        password=password.get_secret_value() if password is not None else None,
+    )
     middleware = [
-        Middleware(RequestContextMiddleware),
+        Middleware(RequestContextMiddleware, metrics=metrics),
         Middleware(ErrorBoundaryMiddleware),
         Middleware(
             RequestTimeoutMiddleware, timeout_seconds=settings.server.request_timeout_seconds
@@ -146,6 +176,8 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         Route("/version", version, methods=["GET"]),
         *(notes_api.routes() if notes_api is not None else []),
     ]
+    if metrics_settings.port is None:
+        routes.append(Route(METRICS_PATH, metrics_endpoint, methods=["GET"]))
     app = ServiceApp(
         routes=routes,
         middleware=middleware,
@@ -154,6 +186,10 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
     )
     app.state.health = health
     app.state.notes_api = notes_api
+    app.state.metrics = metrics
     if notes_api is not None:
         app.graphql_lane = _wrapped(notes_api.http, middleware)
+    if metrics_settings.port is not None:
+        app.metrics_port = metrics_settings.port
+        app.metrics_lane = _wrapped(metrics_endpoint, middleware)
     return app

@@ -5,7 +5,8 @@ pydantic-settings' sources because those merge without recording which layer sup
 value, and both validation errors and ``pcf-api config show`` must name it.
 
 Every secret ``x`` may also be given as ``x_file``: a path whose content is the value (a mounted
-Kubernetes Secret or a Vault Agent file). The path is kept so the file can be re-read later.
+Kubernetes Secret or a Vault Agent file). Files are read at start-up; a changed secret takes
+effect at the next (rolling) restart.
 """
 
 from __future__ import annotations
@@ -248,6 +249,10 @@ class RateLimitSettings(Section):
 
 class MetricsSettings(Section):
     port: int | None = Field(None, ge=1, le=65535)
+    username: str = Field("prometheus", min_length=1, max_length=100)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    field_timing: bool = False
 
 
 class TestingSettings(Section):
@@ -446,6 +451,12 @@ def unsafe_settings(settings: Settings, sources: Mapping[str, Source]) -> list[s
             f"testing.delay_seconds ({where('testing.delay_seconds')}): "
             f"fault injection is refused in {env}"
         )
+    for key in ("graphql.introspection", "graphql.graphiql"):
+        section, name = key.split(".")
+        if getattr(getattr(settings, section), name):
+            problems.append(
+                f"{key} ({where(key)}): schema introspection without identity is refused in {env}"
+            )
     return problems
 
 

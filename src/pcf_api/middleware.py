@@ -20,12 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pcf_api.errors import AppError, ErrorCode, error_body
 from pcf_api.observability.logging import access_log, get_logger, request_credentials
+from pcf_api.observability.metrics import METRICS_PATH, Metrics
 from pcf_api.observability.tracecontext import current_trace_id, trace_id_for_request
 
 log = get_logger(__name__)
 
 _CREDENTIAL_HEADERS = (b"authorization", b"cookie", b"proxy-authorization")
-_QUIET_PATHS = frozenset({"/health", "/health/ready", "/metrics"})
+_QUIET_PATHS = frozenset({"/health", "/health/ready", METRICS_PATH})
 
 
 def error_response(
@@ -47,10 +48,11 @@ def error_response(
 
 
 class RequestContextMiddleware:
-    """Trace id, credential redaction and the access log for every HTTP request."""
+    """Trace id, credential redaction, the access log and the HTTP metrics of every request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -82,12 +84,15 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_trace_id)
         finally:
             if scope["type"] == "http":
-                self._log_access(scope, status, started)
+                elapsed = time.perf_counter() - started
+                if self.metrics is not None:
+                    self.metrics.observe_http(scope["method"], scope["path"], status, elapsed)
+                self._log_access(scope, status, elapsed)
             current_trace_id.reset(trace_token)
             request_credentials.reset(credentials_token)
 
     @staticmethod
-    def _log_access(scope: Scope, status: int, started: float) -> None:
+    def _log_access(scope: Scope, status: int, elapsed: float) -> None:
         path = scope["path"]
         quiet = path in _QUIET_PATHS and status < 500
         # Probes arrive every few seconds from every kubelet: log them at DEBUG, and skip
@@ -102,7 +107,7 @@ class RequestContextMiddleware:
                 "method": scope["method"],
                 "path": path,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(elapsed * 1000, 3),
                 "client": client[0] if client else None,
             },
         )

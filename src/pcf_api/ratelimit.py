@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping
 from enum import StrEnum
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from pcf_api.config import RateLimitSettings
 from pcf_api.errors import AppError, ErrorCode
+from pcf_api.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+STORAGE_WARNING_INTERVAL = 30.0
 
 
 class Budget(StrEnum):
@@ -44,16 +50,19 @@ class RateLimiter:
     def __init__(self, settings: RateLimitSettings) -> None:
         self.enabled = settings.enabled
         self.limits = {
-            Budget.QUERY: parse(settings.queries),
-            Budget.MUTATION: parse(settings.mutations),
-            Budget.SUBSCRIPTION: parse(settings.subscriptions),
-            Budget.SEARCH: parse(settings.search),
+            Budget.QUERY: parse_many(settings.queries),
+            Budget.MUTATION: parse_many(settings.mutations),
+            Budget.SUBSCRIPTION: parse_many(settings.subscriptions),
+            Budget.SEARCH: parse_many(settings.search),
         }
+        self.rejections: Counter[Budget] = Counter()
+        """Requests refused, per budget (for the metrics)."""
         url = settings.storage_url.get_secret_value() if settings.storage_url else "memory://"
         # redis-py, which the events broker uses already (the default async client is coredis).
         options = {} if url.startswith("memory") else {"implementation": "redispy"}
         self.storage = storage_from_string(f"async+{url}", **options)
         self.strategy = MovingWindowRateLimiter(self.storage)
+        self._last_warning = -STORAGE_WARNING_INTERVAL
 
     async def spend(self, client: str, costs: Mapping[Budget, int]) -> None:
         """Take ``cost`` units from each budget; raises RateLimited at the first that has not
@@ -63,8 +72,23 @@ class RateLimiter:
         for budget, cost in costs.items():
             if cost <= 0:
                 continue
-            limit = self.limits[budget]
-            if not await self.strategy.hit(limit, budget.value, client, cost=cost):
-                stats = await self.strategy.get_window_stats(limit, budget.value, client)
-                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-                raise RateLimited(budget, limit, retry_after)
+            for limit in self.limits[budget]:  # e.g. "1000/hour;50/minute": each must allow it
+                if not await self._hit(limit, budget, client, cost):
+                    stats = await self.strategy.get_window_stats(limit, budget.value, client)
+                    retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                    self.rejections[budget] += 1
+                    raise RateLimited(budget, limit, retry_after)
+
+    async def _hit(self, limit: RateLimitItem, budget: Budget, client: str, cost: int) -> bool:
+        """Spend from the storage. If the storage (Redis) cannot be reached the request is let
+        through: a limiter outage must not become an outage of the API. Warned every 30 s."""
+        try:
+            return await self.strategy.hit(limit, budget.value, client, cost=cost)
+        except Exception as exc:  # noqa: BLE001 - any storage failure: fail open, loudly
+            now = time.monotonic()
+            if now - self._last_warning >= STORAGE_WARNING_INTERVAL:
+                self._last_warning = now
+                log.warning(
+                    "rate-limit storage unreachable; not limiting", reason=type(exc).__name__
+                )
+            return True

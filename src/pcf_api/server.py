@@ -115,11 +115,20 @@ def run(settings: Settings, *, version: str) -> int:
     app = create_app(settings)
     health: HealthRegistry = app.state.health
     host, port = settings.server.host, settings.server.port
-    try:
-        sock = bind_socket(host, port)
-    except OSError as exc:
-        log.critical("cannot listen", host=host, port=port, reason=exc.strerror, errno=exc.errno)
-        return EXIT_FAILURE
+    sockets: list[socket.socket] = []
+    # The metrics port, when set, is served by the same server: the app tells the ports apart.
+    for wanted in (port, settings.metrics.port):
+        if wanted is None:
+            continue
+        try:
+            sockets.append(bind_socket(host, wanted))
+        except OSError as exc:
+            log.critical(
+                "cannot listen", host=host, port=wanted, reason=exc.strerror, errno=exc.errno
+            )
+            for bound in sockets:
+                bound.close()
+            return EXIT_FAILURE
 
     config = uvicorn.Config(
         app,
@@ -138,9 +147,16 @@ def run(settings: Settings, *, version: str) -> int:
         drain_seconds=settings.server.drain_seconds,
         before_close=notes_api.close_subscriptions if notes_api is not None else None,
     )
-    log.info("listening", host=host, port=port, environment=settings.environment, version=version)
+    log.info(
+        "listening",
+        host=host,
+        port=port,
+        metrics_port=settings.metrics.port,
+        environment=settings.environment,
+        version=version,
+    )
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     except SystemExit:
         log.critical("start-up failed; see the error above", host=host, port=port)
         return EXIT_FAILURE
@@ -148,7 +164,8 @@ def run(settings: Settings, *, version: str) -> int:
         log.critical("server failed", exc_info=True)
         return EXIT_FAILURE
     finally:
-        sock.close()
+        for bound in sockets:
+            bound.close()
 
     return exit_code(server, host=host, port=port)
 

@@ -227,3 +227,45 @@ async def test_subscribers_see_only_changes_to_notes_they_may_read(
             await zed.receive(within=1.0)
         with pytest.raises(TimeoutError):
             await sam.receive(within=0.5)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Authorization": "Bearer not.a.token"}, {}],
+    ids=["bad-token", "no-credentials"],
+)
+async def test_a_websocket_without_a_valid_identity_is_refused_at_the_handshake(
+    server_factory, tmp_path, headers
+) -> None:
+    env = {
+        **DEV_JSON,
+        "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
+        "PCF_AUTH__DEMO_USER": "",  # tokens only, as in production
+    }
+    server = server_factory(env)
+    server.wait_until_ready()
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with SubscriptionClient(_ws_url(server), headers=headers):
+            pass
+    assert refused.value.response.status_code == 403
+    assert server.process.poll() is None
+    assert not [line for line in server.log_lines() if line["level"] in ("ERROR", "FATAL")]
+
+
+async def test_searches_over_the_websocket_spend_the_same_budget(server_factory, tmp_path) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
+    )
+    server.wait_until_ready()
+    async with SubscriptionClient(_ws_url(server)) as client:
+        codes = []
+        for index in range(11):
+            await client.subscribe(str(index), '{ searchNotes(query: "x") { id } }')
+            message = await client.receive()
+            if message["type"] == "error":  # refused before execution: an error, no complete
+                codes.append(message["payload"][0]["extensions"]["code"])
+                continue
+            errors = message["payload"].get("errors")
+            codes.append(errors[0]["extensions"]["code"] if errors else "ok")
+            assert (await client.receive())["type"] == "complete"
+    assert codes == ["ok"] * 10 + ["RATE_LIMITED"]

@@ -748,6 +748,16 @@ UNSAFE_CASES = [
         "testing.delay_seconds (env PCF_TESTING__DELAY_SECONDS)",
         id="fault-injection",
     ),
+    pytest.param(
+        {"PCF_GRAPHQL__INTROSPECTION": "true"},
+        "graphql.introspection (env PCF_GRAPHQL__INTROSPECTION)",
+        id="introspection",
+    ),
+    pytest.param(
+        {"PCF_GRAPHQL__GRAPHIQL": "true"},
+        "graphql.graphiql (env PCF_GRAPHQL__GRAPHIQL)",
+        id="graphiql",
+    ),
 ]
 
 
@@ -1184,6 +1194,7 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
         "authz.spicedb_preshared_key",
         "database.url",
         "events.redis_url",
+        "metrics.password",
         "rate_limit.storage_url",
     }
     assert keys["environment"] is False

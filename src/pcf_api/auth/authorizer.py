@@ -200,6 +200,10 @@ class Authorizer:
         self.cache = cache if cache is not None else DecisionCache(clock=clock)
         self.stale_window = stale_window
         self.availability = Availability("authorization", clock=clock)
+        self.cache_hits = 0
+        """Decisions answered from a fresh cache entry (for the metrics)."""
+        self.cache_misses = 0
+        """Decisions the backend was asked for."""
 
     @property
     def failing_closed(self) -> bool:
@@ -213,7 +217,9 @@ class Authorizer:
         key = (subject, resource, action)
         cached = self.cache.get(key)
         if cached is not None and cached.fresh and not self.failing_closed:
+            self.cache_hits += 1
             return self._decision(key, cached.allowed, from_cache=True)
+        self.cache_misses += 1
         epoch = self.cache.epoch
         try:
             allowed = await self.backend.check(subject, resource, action)
@@ -244,6 +250,8 @@ class Authorizer:
             for resource, entry in cached.items()
             if entry is None or not entry.fresh or failing_closed
         ]
+        self.cache_hits += len(unique) - len(missing)
+        self.cache_misses += len(missing)
         answers: dict[Resource, Decision] = {
             resource: self._decision((subject, resource, action), entry.allowed, from_cache=True)
             for resource, entry in cached.items()

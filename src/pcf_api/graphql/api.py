@@ -12,6 +12,7 @@ import contextlib
 from functools import partial
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -20,16 +21,23 @@ from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from pcf_api.auth.factory import create_authenticator, create_authorizer
+from pcf_api.auth.identity import AuthenticationError, Identity
 from pcf_api.config import Settings
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.context import GraphQLContext, Services, SubscriptionCounter, make_context
 from pcf_api.graphql.documents import DocumentCache
-from pcf_api.graphql.extensions import ErrorFormatExtension, QueryLimitsExtension
+from pcf_api.graphql.extensions import (
+    ErrorFormatExtension,
+    QueryLimitsExtension,
+    RateLimitExtension,
+)
 from pcf_api.graphql.http import GraphQLHTTP
 from pcf_api.graphql.limits import QueryLimits
+from pcf_api.graphql.metrics import instrument_engine, service_metrics
 from pcf_api.graphql.schema import build_schema
 from pcf_api.health import HealthRegistry
 from pcf_api.observability.logging import get_logger
+from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
 from pcf_api.ratelimit import RateLimiter
 from pcf_api.store.database import create_engine, is_sqlite, wait_for_database
@@ -42,6 +50,7 @@ log = get_logger(__name__)
 
 SCHEMA_POLL_SECONDS = 5.0
 CLOSE_GOING_AWAY = 1001
+WS_POLICY_VIOLATION = 1008
 GRAPHQL_PATH = "/graphql"
 
 
@@ -92,6 +101,17 @@ class SubscriptionsApp(GraphQL[GraphQLContext, None]):
         if scope["type"] != "websocket":
             await super().__call__(scope, receive, send)
             return
+        services = self.api.services
+        if services is not None:
+            try:
+                identity = await _websocket_identity(services, scope)
+            except AppError as error:
+                # Refused before the handshake completes: the client gets HTTP 403 and no
+                # socket, and holds no subscription slot or budget.
+                log.info("websocket refused", code=error.code.value, reason=error.message)
+                await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+                return
+            scope.setdefault("state", {})["identity"] = identity
         connection = _Connection(receive, send)
         self.connections.add(connection)
         try:
@@ -106,19 +126,11 @@ class SubscriptionsApp(GraphQL[GraphQLContext, None]):
         await asyncio.gather(*(connection.close(code) for connection in list(self.connections)))
 
     async def get_context(self, request: Any, response: Any) -> GraphQLContext:
-        """Per connection: the caller comes from the upgrade request's ``Authorization`` (or,
-        in development, ``X-Demo-User``) header; without credentials the socket may only ask
-        about the schema (development), every subscription needs an identity."""
+        """Per connection: the caller identified from the upgrade request (see ``__call__``)."""
         services = self.api.services
         if services is None or not self.api.ready:
             raise AppError(ErrorCode.SERVICE_UNAVAILABLE, "The service is starting.")
-        headers = request.headers
-        authorization = headers.get("authorization")
-        identity = None
-        if authorization or services.authenticator.demo_user is not None:
-            identity = await services.authenticator.authenticate(
-                authorization, headers.get("x-demo-user")
-            )
+        identity: Identity | None = request.scope.get("state", {}).get("identity")
         client = request.client.host if request.client else ""
         return make_context(
             services,
@@ -126,6 +138,18 @@ class SubscriptionsApp(GraphQL[GraphQLContext, None]):
             trace_id=current_trace_id.get() or "",
             client_id=identity.subject if identity is not None else client,
         )
+
+
+async def _websocket_identity(services: Services, scope: Scope) -> Identity:
+    """The caller of a WebSocket: the upgrade request's ``Authorization`` header (or, in
+    development, ``X-Demo-User`` / the demo user). Browsers cannot set headers on a WebSocket,
+    so browser clients authenticate through a same-origin proxy that adds the header.
+    A socket carries subscriptions and operations that all need an identity: none is refused."""
+    headers = Headers(scope=scope)
+    authorization = headers.get("authorization")
+    if authorization is None and services.authenticator.demo_user is None:
+        raise AuthenticationError(None, "Authentication is required.")
+    return await services.authenticator.authenticate(authorization, headers.get("x-demo-user"))
 
 
 def _broker_for(settings: Settings) -> EventBroker:
@@ -141,9 +165,10 @@ def _broker_for(settings: Settings) -> EventBroker:
 
 
 class NotesAPI:
-    def __init__(self, settings: Settings, health: HealthRegistry) -> None:
+    def __init__(self, settings: Settings, health: HealthRegistry, metrics: Metrics) -> None:
         self.settings = settings
         self.health = health
+        self.metrics = metrics
         graphql = settings.graphql
         self.limits = QueryLimits(
             max_depth=graphql.max_depth,
@@ -153,7 +178,11 @@ class NotesAPI:
             max_bytes=graphql.max_document_bytes,
         )
         self.schema = build_schema(
-            extensions=[partial(QueryLimitsExtension, limits=self.limits), ErrorFormatExtension]
+            extensions=[
+                partial(QueryLimitsExtension, limits=self.limits),
+                RateLimitExtension,
+                ErrorFormatExtension,
+            ]
         )
         self.http = GraphQLHTTP(
             limits=self.limits,
@@ -161,6 +190,8 @@ class NotesAPI:
             graphiql=graphql.graphiql,
             cache_size=graphql.document_cache_size,
             execution_timeout=graphql.execution_timeout_seconds,
+            metrics=metrics,
+            field_timing=settings.metrics.field_timing,
         )
         self.subscriptions = SubscriptionsApp(
             self,
@@ -205,6 +236,8 @@ class NotesAPI:
         )
         self.health.register("database", store.check, critical=True)
         self.services.authorizer.register_health_checks(self.health)
+        instrument_engine(engine, self.metrics)
+        self.metrics.add_source(partial(service_metrics, self.services))
         self._starting = asyncio.create_task(self._connect(), name="notes-api-start")
 
     async def _connect(self) -> None:

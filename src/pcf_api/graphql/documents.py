@@ -50,6 +50,13 @@ class PreparedDocument:
             return next(iter(self.operation_types.values()))
         return self.operation_types.get(operation_name)
 
+    def operation_name(self, requested: str | None) -> str | None:
+        """The name of the operation a request selects: the requested one, or the name of the
+        document's only operation (None when it is anonymous)."""
+        if requested is None and len(self.operation_types) == 1:
+            return next(iter(self.operation_types))
+        return requested
+
     def fields(self, operation_name: str | None) -> tuple[str, ...]:
         """The top-level fields of the operation a request selects (none when it selects none)."""
         if operation_name is None and len(self.root_fields) == 1:
@@ -107,15 +114,10 @@ class DocumentCache:
             for definition in document.definitions
             if isinstance(definition, OperationDefinitionNode)
         ]
-        fragments = {
-            definition.name.value: definition
-            for definition in document.definitions
-            if isinstance(definition, FragmentDefinitionNode)
-        }
+        fragments = fragments_of(document)
         operation_types = {_name(operation): operation.operation for operation in operations}
         root_fields = {
-            _name(operation): tuple(_field_names(operation.selection_set, fragments, frozenset()))
-            for operation in operations
+            _name(operation): root_field_names(operation, fragments) for operation in operations
         }
         shape = analyze_document(document)
         errors = validate(self.schema, document, self.rules)
@@ -124,6 +126,21 @@ class DocumentCache:
 
 def _name(operation: OperationDefinitionNode) -> str | None:
     return operation.name.value if operation.name else None
+
+
+def root_field_names(
+    operation: OperationDefinitionNode, fragments: dict[str, FragmentDefinitionNode]
+) -> tuple[str, ...]:
+    """The operation's top-level field names, through fragments, once per selection."""
+    return tuple(_field_names(operation.selection_set, fragments, frozenset()))
+
+
+def fragments_of(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {
+        definition.name.value: definition
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
 
 
 def _field_names(

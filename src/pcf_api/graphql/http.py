@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from graphql import ExecutionResult, OperationType, execute
+from graphql import ExecutionResult, GraphQLError, OperationType, execute
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.http.ides import get_graphql_ide_html
@@ -31,6 +33,8 @@ from pcf_api.graphql.context import GraphQLContext, Services, make_context
 from pcf_api.graphql.documents import DocumentCache, PreparedDocument
 from pcf_api.graphql.formatting import app_error, format_error
 from pcf_api.graphql.limits import QueryLimits, check
+from pcf_api.graphql.metrics import FieldTimer
+from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
 from pcf_api.ratelimit import Budget
 
@@ -121,6 +125,23 @@ def _budgets(
     return costs
 
 
+@dataclass(slots=True)
+class Observation:
+    """What the metrics say about one request; filled in as the request is understood."""
+
+    operation_type: str = "unknown"
+    operation_name: str | None = None
+    status: str = ErrorCode.INTERNAL_ERROR.value
+
+
+def _unavailable(errors: Sequence[GraphQLError]) -> AppError | None:
+    for error in errors:
+        original = error.original_error
+        if isinstance(original, AppError) and original.code is ErrorCode.SERVICE_UNAVAILABLE:
+            return original
+    return None
+
+
 class GraphQLHTTP:
     """The /graphql endpoint for HTTP; WebSocket requests go to ``websocket_app``."""
 
@@ -132,8 +153,12 @@ class GraphQLHTTP:
         graphiql: bool,
         cache_size: int,
         execution_timeout: float,
+        metrics: Metrics,
+        field_timing: bool = False,
     ) -> None:
         self.limits = limits
+        self.metrics = metrics
+        self.middleware = [FieldTimer(metrics)] if field_timing else None
         self.introspection = introspection
         self.graphiql = graphiql
         self.cache_size = cache_size
@@ -147,13 +172,27 @@ class GraphQLHTTP:
         self.documents = documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handle(scope, receive)
+        started = time.perf_counter()
+        observation = Observation()
+        try:
+            response = await self.handle(scope, receive, observation)
+        except AppError as error:  # answered by the error boundary, counted here
+            observation.status = error.code.value
+            raise
+        finally:
+            self.metrics.observe_graphql(
+                observation.operation_type,
+                observation.operation_name,
+                observation.status,
+                time.perf_counter() - started,
+            )
         await response(scope, receive, send)
 
-    async def handle(self, scope: Scope, receive: Receive) -> Response:
+    async def handle(self, scope: Scope, receive: Receive, observation: Observation) -> Response:
         method = scope["method"]
         wants_ide = "text/html" in _header(scope, b"accept") and not scope["query_string"]
         if method == "GET" and self.graphiql and wants_ide:
+            observation.status = "ok"
             return HTMLResponse(get_graphql_ide_html("graphiql"))
         if method not in ("GET", "POST"):
             raise AppError(ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": _ALLOWED})
@@ -173,6 +212,8 @@ class GraphQLHTTP:
                 raise AuthenticationError(None, "Authentication is required.")
             prepared = documents.prepare(request.query)
             operation = prepared.operation_type(request.operation_name)
+            observation.operation_type = operation.value if operation is not None else "unknown"
+            observation.operation_name = prepared.operation_name(request.operation_name)
             if method == "GET" and operation is not None and operation != OperationType.QUERY:
                 raise AppError(
                     ErrorCode.METHOD_NOT_ALLOWED,
@@ -185,6 +226,7 @@ class GraphQLHTTP:
                     {"errors": [format_error(error, trace_id) for error in prepared.errors]},
                     400 if modern else 200,
                     modern,
+                    observation,
                 )
             if identity is None and not prepared.is_introspection(request.operation_name):
                 raise AuthenticationError(None, "Authentication is required.")
@@ -202,11 +244,12 @@ class GraphQLHTTP:
                 {"errors": [app_error(error, trace_id)]},
                 error.code.http_status,
                 modern,
+                observation,
                 headers=error.headers,
             )
         context = make_context(services, identity=identity, trace_id=trace_id, client_id=client_id)
         result = await self._execute(documents, prepared, request, context)
-        return self._result_response(result, trace_id, modern, complexity, services)
+        return self._result_response(result, trace_id, modern, complexity, observation)
 
     @staticmethod
     def _refuse_during_long_outage(
@@ -260,6 +303,7 @@ class GraphQLHTTP:
                     context_value=context,
                     variable_values=request.variables,
                     operation_name=request.operation_name,
+                    middleware=self.middleware,
                 )
                 result = await outcome if inspect.isawaitable(outcome) else outcome
         except TimeoutError:
@@ -277,7 +321,7 @@ class GraphQLHTTP:
         trace_id: str,
         modern: bool,
         complexity: int,
-        services: Services,
+        observation: Observation,
     ) -> Response:
         headers = {"X-Query-Complexity": str(complexity)}
         if isinstance(result, AppError):
@@ -285,6 +329,7 @@ class GraphQLHTTP:
                 {"errors": [app_error(result, trace_id)]},
                 result.code.http_status,
                 modern,
+                observation,
                 headers=headers,
             )
         body: dict[str, Any] = {}
@@ -297,15 +342,24 @@ class GraphQLHTTP:
         if result.data is None and result.errors:
             # Nothing executed: the variables did not fit the operation (a request error).
             status = 400 if modern and all(not error.path for error in result.errors) else 200
-        return self._respond(body, status, modern, headers=headers)
+        unavailable = _unavailable(result.errors or ())
+        if unavailable is not None:
+            # A dependency is away (database writes, authorization): the GraphQL error says so,
+            # and Retry-After tells clients when to try again. The status stays that of a
+            # GraphQL result; a plain 503 is for a database away past unavailable_after_seconds.
+            headers.update(unavailable.headers or {})
+        return self._respond(body, status, modern, observation, headers=headers)
 
     @staticmethod
     def _respond(
         body: dict[str, Any],
         status: int,
         modern: bool,
+        observation: Observation,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
+        errors = body.get("errors")
+        observation.status = str(errors[0]["extensions"]["code"]) if errors else "ok"
         return Response(
             orjson.dumps(body),
             status_code=status,

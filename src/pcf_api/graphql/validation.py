@@ -8,7 +8,9 @@ import unicodedata
 from pcf_api.errors import AppError, ErrorCode
 
 NOTE_ID = re.compile(r"^[a-z_]+:[a-zA-Z0-9_-]+$")
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A user id as identity providers issue them: "alice", "auth0|5f1c…", "alice@example.com",
+# "google-oauth2|1234", "urn:user:42". No spaces, quotes or control characters.
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@|:+-]*$")
 
 TITLE_MAX = 200
 CONTENT_MAX = 10_000
@@ -53,7 +55,7 @@ def author(value: str, field: str = "author") -> str:
     _length(field, value, AUTHOR_MAX)
     if not USERNAME.match(value):
         raise invalid(
-            field, "username", f"{field} must be a username: letters, digits, '.', '_' or '-'"
+            field, "username", f"{field} must be a user id: letters, digits and . _ @ | : + -"
         )
     return value
 

@@ -207,3 +207,34 @@ async def test_mutations_have_their_own_budget(database_url: str) -> None:
     assert refused.status_code == 429
     assert refused.json()["errors"][0]["extensions"]["budget"] == "mutation"
     assert still["data"]["notes"]["totalCount"] == 2
+
+
+async def test_while_spicedb_is_away_cached_decisions_serve_and_uncached_ones_are_refused(
+    database_url: str, spicedb_server: SpiceDBServer
+) -> None:
+    app = create_app(settings_for(database_url, **spicedb_env(spicedb_server)))
+    async with running(app) as http:
+        client = GraphQLClient(http)
+        known = await shared_note(client)
+        unknown = await shared_note(client)
+        assert await outcome(client, NOTE, known, READER) == "ok"  # now cached
+        spicedb_server.stop()
+
+        assert await outcome(client, NOTE, known, READER) == "ok"
+        refused = await client.post(NOTE, {"id": unknown}, user=READER)
+    assert refused.status_code == 200  # a GraphQL result whose error says why
+    assert refused.headers["retry-after"] == "5"
+    assert refused.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_user_ids_as_identity_providers_issue_them_can_own_and_share(
+    client: GraphQLClient,
+) -> None:
+    owner, friend = "auth0|5f1c2d", "friend@example.com"
+    note_id = (await client.create(author=owner))["id"]
+    await client.data(
+        f'mutation($id: ID!) {{ shareNote(id: $id, user: "{friend}", role: READER) }}',
+        {"id": note_id},
+        user=owner,
+    )
+    assert await outcome(client, NOTE, note_id, friend) == "ok"
