@@ -1,7 +1,7 @@
 """Benchmark pcf-api's GraphQL notes queries against a tutorial Strawberry app in the same run.
 
     .venv/bin/python bench/graphql.py [--duration 10] [--connections 50]
-        [--databases sqlite,postgres] [--rate 300] [--log-level INFO] [--profile DIR]
+        [--databases sqlite,postgres] [--rate 300] [--log-level INFO] [--profile DIR] [--jwt]
 
 For each database (a fresh SQLite file; a fresh PostgreSQL database, created and dropped here)
 with 1 000 seeded notes, it starts the baseline (bench/baseline_app.py: ``strawberry.asgi.GraphQL``
@@ -17,10 +17,14 @@ errors, 10 edges, totalCount 1000, the same note ids as the other server), then:
   response, so time spent queueing (in the client, the kernel or the server) counts. wrk cannot
   do this: a closed loop sends less when the server slows down (coordinated omission).
 
-pcf-api runs with the development profile, JSON logs at INFO (production's level: one access line
-per request, written to /dev/null here), and its defaults otherwise (document cache on; no
-response cache exists). The baseline runs under uvicorn with the same options as pcf-api's
-server (httptools, uvloop, no access log, no server header, keep-alive 5 s).
+pcf-api runs with the development profile, the demo identity (user ``reader``, who may read every
+seeded note, so every request is authorized against the relationship rows), JSON logs at INFO
+(production's level: one access and one audit line per request, written to /dev/null here), rate
+limits off (wrk is one client far past any budget), and its defaults otherwise (document cache on;
+no response cache exists). With ``--jwt`` a third server, ``pcf-api+jwt``, takes an RS256 bearer
+token (keys from a local JWKS file) instead of the demo identity: the cost of authentication.
+The baseline runs under uvicorn with the same options as pcf-api's server (httptools, uvloop,
+no access log, no server header, keep-alive 5 s).
 
 With ``--profile DIR`` a py-spy profile of pcf-api is recorded during an extra wrk run on the
 notes query (``DIR/pcf-api-<db>.txt``, raw collapsed stacks) and summarised by component.
