@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.http.ides import get_graphql_ide_html
 
+from pcf_api.auth.authorizer import AuthorizationUnavailable
 from pcf_api.auth.identity import AuthenticationError, Identity
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.context import GraphQLContext, Services, make_context
@@ -344,10 +345,13 @@ class GraphQLHTTP:
             status = 400 if modern and all(not error.path for error in result.errors) else 200
         unavailable = _unavailable(result.errors or ())
         if unavailable is not None:
-            # A dependency is away (database writes, authorization): the GraphQL error says so,
-            # and Retry-After tells clients when to try again. The status stays that of a
-            # GraphQL result; a plain 503 is for a database away past unavailable_after_seconds.
+            # A dependency is away: the GraphQL error says so and Retry-After says when to try
+            # again. Authorization failing closed is a 503 as well (nothing can be decided);
+            # a write refused while the database is briefly away stays a GraphQL result, and a
+            # plain 503 comes once it has been away past unavailable_after_seconds.
             headers.update(unavailable.headers or {})
+            if isinstance(unavailable, AuthorizationUnavailable):
+                status = unavailable.code.http_status
         return self._respond(body, status, modern, observation, headers=headers)
 
     @staticmethod

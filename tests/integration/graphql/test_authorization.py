@@ -209,7 +209,7 @@ async def test_mutations_have_their_own_budget(database_url: str) -> None:
     assert still["data"]["notes"]["totalCount"] == 2
 
 
-async def test_while_spicedb_is_away_cached_decisions_serve_and_uncached_ones_are_refused(
+async def test_while_spicedb_is_away_cached_decisions_serve_and_uncached_ones_get_503(
     database_url: str, spicedb_server: SpiceDBServer
 ) -> None:
     app = create_app(settings_for(database_url, **spicedb_env(spicedb_server)))
@@ -222,7 +222,7 @@ async def test_while_spicedb_is_away_cached_decisions_serve_and_uncached_ones_ar
 
         assert await outcome(client, NOTE, known, READER) == "ok"
         refused = await client.post(NOTE, {"id": unknown}, user=READER)
-    assert refused.status_code == 200  # a GraphQL result whose error says why
+    assert refused.status_code == 503
     assert refused.headers["retry-after"] == "5"
     assert refused.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
 
