@@ -23,52 +23,52 @@ _STATEMENT_KINDS = ("select", "insert", "update", "delete")
 def service_metrics(services: Services) -> Iterable[Metric]:
     """Subscriptions, the connection pool, the write queue, the authorization cache and the
     rate limiter, as they are at this scrape."""
-    subscriptions = GaugeMetricFamily(
-        "graphql_active_subscriptions", "Subscriptions open on this instance."
-    )
-    subscriptions.add_metric([], services.subscriptions.total)
-    yield subscriptions
-
     pool: Any = services.store.engine.pool
-    size = GaugeMetricFamily("database_connection_pool_size", "Connections the pool keeps.")
-    size.add_metric([], pool.size())
-    yield size
-    checked_out = GaugeMetricFamily(
-        "database_connection_pool_checked_out", "Connections in use by requests right now."
-    )
-    checked_out.add_metric([], pool.checkedout())
-    yield checked_out
-
     gate = services.store.gate
-    depth = GaugeMetricFamily(
-        "database_write_queue_depth", "Writes waiting for the database to come back."
-    )
-    depth.add_metric([], gate.waiting)
-    yield depth
-    capacity = GaugeMetricFamily(
-        "database_write_queue_capacity", "Writes that may wait before new ones are refused."
-    )
-    capacity.add_metric([], gate.capacity)
-    yield capacity
-
     authorizer = services.authorizer
-    hits = CounterMetricFamily(
-        "authorization_cache_hits", "Authorization decisions answered from the cache."
+    yield _gauge(
+        "graphql_active_subscriptions",
+        "Subscriptions open on this instance.",
+        services.subscriptions.total,
     )
-    hits.add_metric([], authorizer.cache_hits)
-    yield hits
-    misses = CounterMetricFamily(
-        "authorization_cache_misses", "Authorization decisions the backend was asked for."
+    yield _gauge("database_connection_pool_size", "Connections the pool keeps.", pool.size())
+    yield _gauge(
+        "database_connection_pool_checked_out",
+        "Connections in use by requests right now.",
+        pool.checkedout(),
     )
-    misses.add_metric([], authorizer.cache_misses)
-    yield misses
-
+    yield _gauge(
+        "database_write_queue_depth", "Writes waiting for the database to come back.", gate.waiting
+    )
+    yield _gauge(
+        "database_write_queue_capacity",
+        "Writes that may wait before new ones are refused.",
+        gate.capacity,
+    )
+    yield _counter(
+        "authorization_cache_hits",
+        "Authorization decisions answered from the cache.",
+        authorizer.cache_hits,
+    )
+    yield _counter(
+        "authorization_cache_misses",
+        "Authorization decisions the backend was asked for.",
+        authorizer.cache_misses,
+    )
     rejections = CounterMetricFamily(
         "rate_limit_rejections", "Requests refused with 429, by budget.", labels=["budget"]
     )
     for budget in Budget:
         rejections.add_metric([budget.value], services.rate_limiter.rejections[budget])
     yield rejections
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
 
 
 def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> None:
