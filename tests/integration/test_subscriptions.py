@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import websockets
 
@@ -269,3 +270,24 @@ async def test_searches_over_the_websocket_spend_the_same_budget(server_factory,
             codes.append(errors[0]["extensions"]["code"] if errors else "ok")
             assert (await client.receive())["type"] == "complete"
     assert codes == ["ok"] * 10 + ["RATE_LIMITED"]
+
+
+async def test_a_subscription_ends_when_its_token_expires(server_factory, tmp_path) -> None:
+    secret = "subscription-test-hs256-Secret-0123456789"
+    server = server_factory(
+        {
+            **DEV_JSON,
+            "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
+            "PCF_AUTH__HS256_SECRET": secret,
+        }
+    )
+    server.wait_until_ready()
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 2}, secret, "HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with SubscriptionClient(_ws_url(server), headers=headers) as client:
+        await client.subscribe("1", "subscription { noteCreated { id } }")
+        message = await client.receive(within=10)
+    assert message["type"] in ("next", "error"), message
+    payload = message["payload"]
+    errors = payload if message["type"] == "error" else payload["errors"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHORIZED"

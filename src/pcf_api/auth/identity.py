@@ -492,6 +492,20 @@ class Authenticator:
         if self.verifier is not None:
             await self.verifier.start()
 
+    @property
+    def fetches_keys(self) -> bool:
+        """Whether signing keys come from an issuer over the network (and can be missing)."""
+        return self.verifier is not None and isinstance(self.verifier.keys, JwksKeySet)
+
+    async def check_keys(self) -> None:
+        """Health check: the issuer's signing keys are loaded (a load is retried here, within
+        the refresh limits). Without them every bearer token is answered 503."""
+        keys = self.verifier.keys if self.verifier is not None else None
+        if isinstance(keys, JwksKeySet) and not keys.loaded:
+            await keys.start()
+            if not keys.loaded:
+                raise AuthenticationUnavailable
+
     async def aclose(self) -> None:
         if self.verifier is not None:
             await self.verifier.aclose()

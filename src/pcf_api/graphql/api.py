@@ -236,6 +236,12 @@ class NotesAPI:
         )
         self.health.register("database", store.check, critical=True)
         self.services.authorizer.register_health_checks(self.health)
+        if self.services.authenticator.fetches_keys:
+            # Not critical: a pod without keys still serves what needs none (health, schema)
+            # and recovers by itself; readiness shows it as degraded.
+            self.health.register(
+                "identity_keys", self.services.authenticator.check_keys, critical=False
+            )
         instrument_engine(engine, self.metrics)
         self.metrics.add_source(partial(service_metrics, self.services))
         self._starting = asyncio.create_task(self._connect(), name="notes-api-start")

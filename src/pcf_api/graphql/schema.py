@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -242,16 +243,26 @@ async def _subscription_slot(context: GraphQLContext) -> AsyncIterator[None]:
 
 
 async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
-    """The broker's events until the client leaves or nothing happens for the idle timeout."""
+    """The broker's events until the client leaves, nothing happens for the idle timeout, or
+    the caller's token expires (then the subscription ends with UNAUTHORIZED: a socket must not
+    outlive the credentials it was opened with)."""
     idle = context.services.settings.graphql.subscription_idle_timeout_seconds
+    expires_at = context.identity.expires_at if context.identity is not None else None
     await context.services.rate_limiter.spend(context.client_id, {Budget.SUBSCRIPTION: 1})
     async with _subscription_slot(context), context.services.broker.subscribe() as events:
         iterator = aiter(events)
         while True:
+            wait = idle if expires_at is None else min(idle, expires_at - time.time())
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(max(wait, 0)):
                     event = await anext(iterator)
-            except (TimeoutError, StopAsyncIteration):
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if expires_at is not None and time.time() >= expires_at:
+                    raise AppError(
+                        ErrorCode.UNAUTHORIZED, "The token has expired; subscribe with a new one."
+                    ) from None
                 return
             yield event
 

@@ -3,12 +3,14 @@ key rotation without a restart, and every kind of bad token refused with 401 and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -140,3 +142,44 @@ async def test_introspection_needs_no_identity_in_development(client: GraphQLCli
     response = await client.post("{ __schema { queryType { name } } }")
     assert response.status_code == 200
     assert response.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+async def _readiness_when(http: Any, predicate: Any) -> dict[str, Any]:
+    for _ in range(100):
+        report: dict[str, Any] = (await http.get("/health/ready")).json()
+        if predicate(report):
+            return report
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"readiness never matched: {report}")
+
+
+async def test_readiness_is_degraded_while_the_issuers_keys_cannot_be_loaded(
+    database_url: str, issuer: JwksServer
+) -> None:
+    issuer.failing = True
+    settings = settings_for(
+        database_url,
+        PCF_AUTH__ISSUER=issuer.issuer,
+        PCF_AUTH__AUDIENCE=AUDIENCE,
+        PCF_AUTH__DEMO_USER="",
+        PCF_AUTH__JWKS_REFRESH_MIN_INTERVAL_SECONDS="0",
+        PCF_HEALTH__CHECK_INTERVAL_SECONDS="0.2",
+    )
+    async with running(create_app(settings)) as http:
+
+        def keys(status: str) -> Any:
+            return lambda report: (
+                report["status"] != "starting"
+                and report["services"]["identity_keys"]["status"] == status
+            )
+
+        down = await _readiness_when(http, keys("down"))
+        assert down["status"] == "degraded"
+        refused = await http.post("/graphql", json={"query": WHO}, headers=bearer(issuer.token()))
+        assert refused.status_code == 503
+
+        issuer.failing = False
+        up = await _readiness_when(http, keys("up"))
+        assert up["status"] == "healthy"
+        served = await http.post("/graphql", json={"query": WHO}, headers=bearer(issuer.token()))
+        assert served.status_code == 200
