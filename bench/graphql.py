@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/graphql.py [--duration 10] [--connections 50]
         [--databases sqlite,postgres] [--rate 300] [--log-level INFO] [--profile DIR] [--jwt]
+        [--observability]
 
 For each database (a fresh SQLite file; a fresh PostgreSQL database, created and dropped here)
 with 1 000 seeded notes, it starts the baseline (bench/baseline_app.py: ``strawberry.asgi.GraphQL``
@@ -23,6 +24,8 @@ seeded note, so every request is authorized against the relationship rows), JSON
 limits off (wrk is one client far past any budget), and its defaults otherwise (document cache on;
 no response cache exists). With ``--jwt`` a third server, ``pcf-api+jwt``, takes an RS256 bearer
 token (keys from a local JWKS file) instead of the demo identity: the cost of authentication.
+With ``--observability``, three more: metrics off, and tracing on at sample ratios 0.1 and 1.0
+(exporting to an OTLP sink in this process) — the cost of metrics and tracing.
 The baseline runs under uvicorn with the same options as pcf-api's server (httptools, uvloop,
 no access log, no server header, keep-alive 5 s).
 
@@ -48,6 +51,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -829,15 +833,17 @@ def measure(
 
 
 @dataclass
-class JwtSetup:
+class Variant:
+    """Another pcf-api server measured in the same rounds: its settings and request headers."""
+
+    label: str
+    env: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def jwt_variant(workdir: Path) -> Variant:
     """An RS256 key published as a local JWKS file, and a token for BENCH_USER signed with it:
     what a production client sends (the token is reused, as clients reuse theirs)."""
-
-    env: dict[str, str]
-    headers: dict[str, str]
-
-
-def jwt_setup(workdir: Path) -> JwtSetup:
     import jwt  # noqa: PLC0415 - only the --jwt variant needs it
     from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
     from jwt.algorithms import RSAAlgorithm  # noqa: PLC0415
@@ -855,7 +861,51 @@ def jwt_setup(workdir: Path) -> JwtSetup:
         "PCF_AUTH__AUDIENCE": audience,
         "PCF_AUTH__DEMO_USER": "",
     }
-    return JwtSetup(env, {"Authorization": f"Bearer {token}"})
+    return Variant("pcf-api+jwt", env, {"Authorization": f"Bearer {token}"})
+
+
+def observability_variants(otlp_endpoint: str) -> list[Variant]:
+    """pcf-api as measured (metrics on, tracing off) against metrics off, and against tracing
+    at ratios 0.1 and 1.0 exporting to a local OTLP sink."""
+
+    def traced(ratio: str) -> Variant:
+        env = {
+            "PCF_TRACING__ENABLED": "true",
+            "PCF_TRACING__ENDPOINT": otlp_endpoint,
+            "PCF_TRACING__SAMPLE_RATIO": ratio,
+        }
+        return Variant(f"pcf-api+tracing-{ratio}", env)
+
+    return [
+        Variant("pcf-api-no-metrics", {"PCF_METRICS__ENABLED": "false"}),
+        traced("0.1"),
+        traced("1.0"),
+    ]
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that accepts every export and keeps nothing."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    sink.daemon_threads = True
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
+    finally:
+        sink.shutdown()
+        sink.server_close()
 
 
 def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
@@ -886,15 +936,16 @@ def run_database(
         ),
     }
     results: dict[str, list[ServerResult]] = {"baseline": [], "pcf-api": []}
-    jwt_scripts = {}
-    if args.jwt:
-        jwt_scripts = {
-            name: wrk_script(workdir, f"{name}-jwt", payload, args.jwt.headers)
+    variant_scripts = {
+        variant.label: {
+            name: wrk_script(workdir, f"{name}-{variant.label}", payload, variant.headers)
             for name, payload in (
                 ("notes", {"query": NOTES_QUERY}),
                 ("note", {"query": NOTE_QUERY, "variables": {"id": database.note_id}}),
             )
         }
+        for variant in args.variants
+    }
     for round_number in range(1, args.repeat + 1):
         last = round_number == args.repeat
         port = free_port()
@@ -928,19 +979,19 @@ def run_database(
             )
         results["baseline"].append(baseline)
         results["pcf-api"].append(service)
-        if args.jwt:
+        for variant in args.variants:
             port = free_port()
-            with_token, _ = measure(
-                "pcf-api+jwt",
+            outcome, _ = measure(
+                variant.label,
                 [str(BIN / "pcf-api"), "serve"],
-                env={**pcf_env(database, port, args.log_level), **args.jwt.env},
+                env={**pcf_env(database, port, args.log_level), **variant.env},
                 port=port,
                 database=database,
                 args=args,
-                scripts=jwt_scripts,
-                headers=args.jwt.headers,
+                scripts=variant_scripts[variant.label],
+                headers=variant.headers or None,
             )
-            results.setdefault("pcf-api+jwt", []).append(with_token)
+            results.setdefault(variant.label, []).append(outcome)
     return results
 
 
@@ -1047,6 +1098,11 @@ def main() -> int:
         help="also run pcf-api with RS256 bearer tokens instead of the demo identity",
     )
     parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="also run pcf-api without metrics, and with tracing at ratios 0.1 and 1.0",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=60,
@@ -1069,11 +1125,14 @@ def main() -> int:
     results: dict[str, dict[str, list[ServerResult]]] = {}
     with tempfile.TemporaryDirectory(prefix="pcf-bench-graphql-") as tmp:
         workdir = args.workdir = Path(tmp)
-        args.jwt = jwt_setup(workdir) if args.jwt else None
-        for name in databases:
-            context = sqlite_database(workdir) if name == "sqlite" else postgres_database()
-            with context as database:
-                results[name] = run_database(database, args, workdir)
+        with otlp_sink() as otlp_endpoint:
+            args.variants = [jwt_variant(workdir)] if args.jwt else []
+            if args.observability:
+                args.variants.extend(observability_variants(otlp_endpoint))
+            for name in databases:
+                context = sqlite_database(workdir) if name == "sqlite" else postgres_database()
+                with context as database:
+                    results[name] = run_database(database, args, workdir)
     report(results, args)
     return 0
 

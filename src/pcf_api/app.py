@@ -31,6 +31,7 @@ from pcf_api.middleware import (
 )
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.metrics import METRICS_PATH, Metrics, MetricsEndpoint, health_metrics
+from pcf_api.observability.tracing import Tracing
 
 log = get_logger(__name__)
 
@@ -124,10 +125,17 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
 
     metrics = Metrics(version=__version__, environment=settings.environment)
     metrics.add_source(partial(health_metrics, health))
+    tracing = (
+        Tracing(settings.tracing, version=__version__, environment=settings.environment)
+        if settings.tracing.enabled
+        else None
+    )
 
     # The notes API needs a database; without one configured (unit tests of the core) the
     # service is just its health endpoints. Configuration requires one outside development.
-    notes_api = NotesAPI(settings, health, metrics) if settings.database.url is not None else None
+    notes_api = (
+        NotesAPI(settings, health, metrics, tracing) if settings.database.url is not None else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -145,6 +153,8 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
                 await checks
             if notes_api is not None:
                 await notes_api.stop()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
             log.info("application stopped")
 
     metrics_settings = settings.metrics
@@ -155,7 +165,11 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         password=password.get_secret_value() if password is not None else None,
     )
     middleware = [
-        Middleware(RequestContextMiddleware, metrics=metrics),
+        Middleware(
+            RequestContextMiddleware,
+            metrics=metrics if metrics_settings.enabled else None,
+            tracing=tracing,
+        ),
         Middleware(ErrorBoundaryMiddleware),
         Middleware(
             RequestTimeoutMiddleware, timeout_seconds=settings.server.request_timeout_seconds
@@ -176,7 +190,7 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         Route("/version", version, methods=["GET"]),
         *(notes_api.routes() if notes_api is not None else []),
     ]
-    if metrics_settings.port is None:
+    if metrics_settings.enabled and metrics_settings.port is None:
         routes.append(Route(METRICS_PATH, metrics_endpoint, methods=["GET"]))
     app = ServiceApp(
         routes=routes,
@@ -189,7 +203,7 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
     app.state.metrics = metrics
     if notes_api is not None:
         app.graphql_lane = _wrapped(notes_api.http, middleware)
-    if metrics_settings.port is not None:
+    if metrics_settings.enabled and metrics_settings.port is not None:
         app.metrics_port = metrics_settings.port
         app.metrics_lane = _wrapped(metrics_endpoint, middleware)
     return app

@@ -248,11 +248,25 @@ class RateLimitSettings(Section):
 
 
 class MetricsSettings(Section):
+    enabled: bool = True
     port: int | None = Field(None, ge=1, le=65535)
     username: str = Field("prometheus", min_length=1, max_length=100)
     password: SecretStr | None = None
     password_file: Path | None = None
     field_timing: bool = False
+
+
+class TracingSettings(Section):
+    """OpenTelemetry traces over OTLP/HTTP; off unless enabled."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    headers: SecretStr | None = None
+    headers_file: Path | None = None
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    service_name: str = Field("pcf-api", min_length=1, max_length=100)
+    export_interval_seconds: float = Field(5.0, gt=0, le=60)
+    export_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
 
 class TestingSettings(Section):
@@ -279,6 +293,7 @@ class Settings(Section):
     authz: AuthzSettings = AuthzSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     testing: TestingSettings = TestingSettings()
 
     @property

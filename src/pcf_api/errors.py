@@ -136,14 +136,18 @@ def error_body(
     *,
     path: str | None = None,
     extensions: Mapping[str, Any] | None = None,
+    span_id: str | None = None,
 ) -> dict[str, Any]:
-    """The ``{"error": {...}}`` document of every non-GraphQL error response."""
+    """The ``{"error": {...}}`` document of every non-GraphQL error response; ``span_id`` when
+    the request is traced."""
     error: dict[str, Any] = {
         "code": code.value,
         "message": message,
         "trace_id": trace_id,
         "timestamp": utc_timestamp(),
     }
+    if span_id is not None:
+        error["span_id"] = span_id
     if path is not None:
         error["path"] = path
     if extensions:

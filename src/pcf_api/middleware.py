@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -20,8 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pcf_api.errors import AppError, ErrorCode, error_body
 from pcf_api.observability.logging import access_log, get_logger, request_credentials
-from pcf_api.observability.metrics import METRICS_PATH, Metrics
-from pcf_api.observability.tracecontext import current_trace_id, trace_id_for_request
+from pcf_api.observability.metrics import METRICS_PATH, Metrics, route_label
+from pcf_api.observability.tracecontext import (
+    current_span_id,
+    current_trace_id,
+    trace_id_for_request,
+)
+from pcf_api.observability.tracing import Tracing, trace_id_of
 
 log = get_logger(__name__)
 
@@ -38,7 +46,14 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A JSON error in the service's one format, carrying the current trace id."""
-    body = error_body(code, message, current_trace_id.get() or "", path=path, extensions=extensions)
+    body = error_body(
+        code,
+        message,
+        current_trace_id.get() or "",
+        path=path,
+        extensions=extensions,
+        span_id=current_span_id(),
+    )
     return Response(
         orjson.dumps(body),
         status_code=code.http_status,
@@ -50,9 +65,12 @@ def error_response(
 class RequestContextMiddleware:
     """Trace id, credential redaction, the access log and the HTTP metrics of every request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, tracing: Tracing | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -66,7 +84,19 @@ class RequestContextMiddleware:
                 traceparent = value.decode("latin-1")
             elif name in _CREDENTIAL_HEADERS:
                 credentials.extend(_credential_parts(value.decode("latin-1")))
-        trace_id = trace_id_for_request(traceparent)
+        span = None
+        span_token = None
+        if self.tracing is not None and scope["type"] == "http":
+            method, route = scope["method"], route_label(scope["path"])
+            span = self.tracing.server_span(
+                f"{method} {route}",
+                scope["headers"],
+                {"http.request.method": method, "http.route": route},
+            )
+            span_token = otel_context.attach(trace.set_span_in_context(span))
+            trace_id = trace_id_of(span)  # the caller's trace, or the new one: logs match it
+        else:
+            trace_id = trace_id_for_request(traceparent)
         trace_token = current_trace_id.set(trace_id)
         credentials_token = request_credentials.set(tuple(credentials))
         trace_header = (b"x-trace-id", trace_id.encode())
@@ -88,6 +118,13 @@ class RequestContextMiddleware:
                 if self.metrics is not None:
                     self.metrics.observe_http(scope["method"], scope["path"], status, elapsed)
                 self._log_access(scope, status, elapsed)
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500 or status == 0:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+            if span_token is not None:
+                otel_context.detach(span_token)
             current_trace_id.reset(trace_token)
             request_credentials.reset(credentials_token)
 

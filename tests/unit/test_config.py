@@ -1196,6 +1196,7 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
         "events.redis_url",
         "metrics.password",
         "rate_limit.storage_url",
+        "tracing.headers",
     }
     assert keys["environment"] is False
     assert keys["auth.hs256_secret_file"] is False

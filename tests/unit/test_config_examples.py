@@ -24,9 +24,12 @@ def test_production_example_reads_its_secrets_from_mounted_files(tmp_path):
     url.write_text("postgresql+asyncpg://pcf:s3cret-password@db.internal/pcf\n")
     hs256 = tmp_path / "hs256"
     hs256.write_text("k" * 40)
+    metrics_password = tmp_path / "metrics-password"
+    metrics_password.write_text("scrape-" + "p" * 20)
     text = (CONFIG_DIR / "production.toml").read_text()
     text = text.replace("/var/run/secrets/pcf-api/database-url", str(url))
     text = text.replace("/var/run/secrets/pcf-api/hs256-secret", str(hs256))
+    text = text.replace("/var/run/secrets/pcf-api/metrics-password", str(metrics_password))
     config = tmp_path / "production.toml"
     config.write_text(text)
 
@@ -37,6 +40,9 @@ def test_production_example_reads_its_secrets_from_mounted_files(tmp_path):
     assert settings.auth.hs256_secret is not None
     assert settings.auth.hs256_secret.get_secret_value() == "k" * 40
     assert "s3cret-password" in settings.secret_values()
+    assert settings.metrics.port == 9090
+    assert settings.tracing.enabled
+    assert settings.tracing.sample_ratio == 0.1
 
 
 def test_production_example_without_its_secret_files_is_refused():

@@ -195,6 +195,11 @@ class TestErrorBody:
         assert body["error"]["extensions"] == {"maximum": 1024}
         assert body["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
+    def test_a_traced_request_also_names_its_span(self) -> None:
+        body = error_body(ErrorCode.TIMEOUT, "Slow.", "t" * 32, span_id="00f067aa0ba902b7")
+        assert body["error"]["span_id"] == "00f067aa0ba902b7"
+        assert body["error"]["trace_id"] == "t" * 32
+
     def test_empty_extensions_are_left_out(self) -> None:
         body = error_body(ErrorCode.CONFLICT, "Conflict.", "x", extensions={})
         assert "extensions" not in body["error"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
+import httpx
 from cachetools import TTLCache
 
 from pcf_api.auth.policy import (
@@ -315,6 +316,12 @@ class Authorizer:
         closed. Together they give the readiness document the three states above."""
         registry.register("authorization", self.ping_backend, critical=False)
         registry.register("authorization_decisions", self.check_deciding, critical=True)
+
+    @property
+    def backend_http_client(self) -> httpx.AsyncClient | None:
+        """The backend's HTTP client, when it talks HTTP (SpiceDB), for tracing."""
+        client = getattr(self.backend, "http_client", None)
+        return client if isinstance(client, httpx.AsyncClient) else None
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -268,6 +268,11 @@ class JwksKeySet:
     def loaded(self) -> bool:
         return self._ring is not None
 
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The client that fetches discovery documents and keys (for tracing)."""
+        return self._client
+
     async def start(self) -> None:
         """Load the keys once; a failure is logged and retried when a token needs them."""
         await self._refresh()
@@ -491,6 +496,12 @@ class Authenticator:
     async def start(self) -> None:
         if self.verifier is not None:
             await self.verifier.start()
+
+    @property
+    def http_client(self) -> httpx.AsyncClient | None:
+        """The client that talks to the issuer, when keys come from one (for tracing)."""
+        keys = self.verifier.keys if self.verifier is not None else None
+        return keys.http_client if isinstance(keys, JwksKeySet) else None
 
     @property
     def fetches_keys(self) -> bool:

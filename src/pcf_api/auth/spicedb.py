@@ -176,6 +176,11 @@ class SpiceDBBackend:
     async def ping(self) -> None:
         await self._post("/v1/schema/read", {})
 
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The client that talks to SpiceDB (for tracing)."""
+        return self._client
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

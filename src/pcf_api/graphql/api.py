@@ -39,6 +39,7 @@ from pcf_api.health import HealthRegistry
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
+from pcf_api.observability.tracing import Tracing
 from pcf_api.ratelimit import RateLimiter
 from pcf_api.store.database import create_engine, is_sqlite, wait_for_database
 from pcf_api.store.events import EventBroker, create_broker
@@ -165,10 +166,17 @@ def _broker_for(settings: Settings) -> EventBroker:
 
 
 class NotesAPI:
-    def __init__(self, settings: Settings, health: HealthRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        health: HealthRegistry,
+        metrics: Metrics,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
         self.health = health
-        self.metrics = metrics
+        self.metrics = metrics if settings.metrics.enabled else None
+        self.tracing = tracing
         graphql = settings.graphql
         self.limits = QueryLimits(
             max_depth=graphql.max_depth,
@@ -190,8 +198,9 @@ class NotesAPI:
             graphiql=graphql.graphiql,
             cache_size=graphql.document_cache_size,
             execution_timeout=graphql.execution_timeout_seconds,
-            metrics=metrics,
+            metrics=self.metrics,
             field_timing=settings.metrics.field_timing,
+            tracing=tracing,
         )
         self.subscriptions = SubscriptionsApp(
             self,
@@ -233,6 +242,7 @@ class NotesAPI:
             authenticator=create_authenticator(self.settings),
             authorizer=create_authorizer(self.settings, engine),
             rate_limiter=RateLimiter(self.settings.rate_limit),
+            tracing=self.tracing,
         )
         self.health.register("database", store.check, critical=True)
         self.services.authorizer.register_health_checks(self.health)
@@ -242,8 +252,17 @@ class NotesAPI:
             self.health.register(
                 "identity_keys", self.services.authenticator.check_keys, critical=False
             )
-        instrument_engine(engine, self.metrics)
-        self.metrics.add_source(partial(service_metrics, self.services))
+        if self.metrics is not None:
+            instrument_engine(engine, self.metrics)
+            self.metrics.add_source(partial(service_metrics, self.services))
+        if self.tracing is not None:
+            self.tracing.instrument_engine(engine)
+            for client in (
+                self.services.authenticator.http_client,
+                self.services.authorizer.backend_http_client,
+            ):
+                if client is not None:
+                    self.tracing.instrument_client(client)
         self._starting = asyncio.create_task(self._connect(), name="notes-api-start")
 
     async def _connect(self) -> None:

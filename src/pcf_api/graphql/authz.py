@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from strawberry.dataloader import DataLoader
 
@@ -39,9 +41,22 @@ def subject_of(context: GraphQLContext) -> str:
 
 async def is_authorized(context: GraphQLContext, resource: Resource, action: Action) -> bool:
     """Whether the caller may do ``action`` on ``resource``; logs the decision."""
-    decision = await context.services.authorizer.check(subject_of(context), resource, action)
+    subject = subject_of(context)
+    with _span(context, "authorize", action=action.value, resource_type=resource.type) as span:
+        decision = await context.services.authorizer.check(subject, resource, action)
+        if span is not None:
+            span.set_attribute("authz.decision", "allow" if decision.allowed else "deny")
+            span.set_attribute("authz.from_cache", decision.from_cache)
     _log(decision)
     return decision.allowed
+
+
+def _span(context: GraphQLContext, name: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """A span for an authorization check, when tracing is on (subjects are not recorded)."""
+    tracing = context.services.tracing
+    if tracing is None:
+        return nullcontext()
+    return tracing.span(name, **{f"authz.{key}": value for key, value in attributes.items()})
 
 
 async def may_read(context: GraphQLContext, note_id: str) -> bool:
@@ -53,7 +68,10 @@ async def may_read(context: GraphQLContext, note_id: str) -> bool:
 
         async def decide(note_ids: list[str]) -> list[bool]:
             resources = [Resource.note(note_id) for note_id in note_ids]
-            decisions = await context.services.authorizer.filter(subject, resources, Action.READ)
+            with _span(context, "authorize", action="read", resources=len(resources)):
+                decisions = await context.services.authorizer.filter(
+                    subject, resources, Action.READ
+                )
             for decision in decisions:
                 _log(decision)
             allowed = {decision.resource.id for decision in decisions if decision.allowed}

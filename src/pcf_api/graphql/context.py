@@ -12,6 +12,7 @@ from pcf_api.auth.authorizer import Authorizer
 from pcf_api.auth.identity import Authenticator, Identity
 from pcf_api.config import Settings
 from pcf_api.health import HealthRegistry
+from pcf_api.observability.tracing import Tracing
 from pcf_api.ratelimit import RateLimiter
 from pcf_api.store.events import EventBroker
 from pcf_api.store.models import Note
@@ -30,6 +31,7 @@ class Services:
     authenticator: Authenticator
     authorizer: Authorizer
     rate_limiter: RateLimiter
+    tracing: Tracing | None = None
 
 
 @dataclass

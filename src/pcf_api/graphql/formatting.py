@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pcf_api.errors import AppError, ErrorCode, default_message, utc_timestamp
 from pcf_api.observability.logging import get_logger
+from pcf_api.observability.tracecontext import current_span_id
 from pcf_api.store.database import is_statement_timeout
 
 log = get_logger(__name__)
@@ -51,7 +52,7 @@ def format_error(error: GraphQLError, trace_id: str) -> dict[str, Any]:
             log.warning(
                 "resolver failed", path=error.path, code=code, reason=type(original).__name__
             )
-    extensions.update(code=code.value, traceId=trace_id, timestamp=utc_timestamp())
+    extensions.update(_identifiers(code, trace_id))
     formatted: dict[str, Any] = {"message": message}
     if error.locations:
         formatted["locations"] = [
@@ -67,10 +68,18 @@ def app_error(error: AppError, trace_id: str) -> dict[str, Any]:
     """A request-level error (before execution) in the same shape as a resolver's."""
     return {
         "message": error.message,
-        "extensions": {
-            **error.extensions,
-            "code": error.code.value,
-            "traceId": trace_id,
-            "timestamp": utc_timestamp(),
-        },
+        "extensions": {**error.extensions, **_identifiers(error.code, trace_id)},
     }
+
+
+def _identifiers(code: ErrorCode, trace_id: str) -> dict[str, Any]:
+    """Code, trace id, time, and the span id when the request is traced."""
+    identifiers: dict[str, Any] = {
+        "code": code.value,
+        "traceId": trace_id,
+        "timestamp": utc_timestamp(),
+    }
+    span_id = current_span_id()
+    if span_id is not None:
+        identifiers["spanId"] = span_id
+    return identifiers

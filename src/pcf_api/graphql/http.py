@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,9 +35,10 @@ from pcf_api.graphql.context import GraphQLContext, Services, make_context
 from pcf_api.graphql.documents import DocumentCache, PreparedDocument
 from pcf_api.graphql.formatting import app_error, format_error
 from pcf_api.graphql.limits import QueryLimits, check
-from pcf_api.graphql.metrics import FieldTimer
+from pcf_api.graphql.metrics import FieldTimer, ResolverSpans
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
+from pcf_api.observability.tracing import Tracing
 from pcf_api.ratelimit import Budget
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -154,12 +156,19 @@ class GraphQLHTTP:
         graphiql: bool,
         cache_size: int,
         execution_timeout: float,
-        metrics: Metrics,
+        metrics: Metrics | None,
         field_timing: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.limits = limits
         self.metrics = metrics
-        self.middleware = [FieldTimer(metrics)] if field_timing else None
+        self.tracing = tracing
+        middleware: list[Any] = []
+        if metrics is not None and field_timing:
+            middleware.append(FieldTimer(metrics))
+        if tracing is not None:
+            middleware.append(ResolverSpans(tracing))
+        self.middleware = middleware or None
         self.introspection = introspection
         self.graphiql = graphiql
         self.cache_size = cache_size
@@ -181,12 +190,13 @@ class GraphQLHTTP:
             observation.status = error.code.value
             raise
         finally:
-            self.metrics.observe_graphql(
-                observation.operation_type,
-                observation.operation_name,
-                observation.status,
-                time.perf_counter() - started,
-            )
+            if self.metrics is not None:
+                self.metrics.observe_graphql(
+                    observation.operation_type,
+                    observation.operation_name,
+                    observation.status,
+                    time.perf_counter() - started,
+                )
         await response(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, observation: Observation) -> Response:
@@ -211,7 +221,8 @@ class GraphQLHTTP:
             identity = await _identify(services, scope)
             if identity is None and not self.introspection:
                 raise AuthenticationError(None, "Authentication is required.")
-            prepared = documents.prepare(request.query)
+            with self._span("graphql.prepare"):
+                prepared = documents.prepare(request.query)
             operation = prepared.operation_type(request.operation_name)
             observation.operation_type = operation.value if operation is not None else "unknown"
             observation.operation_name = prepared.operation_name(request.operation_name)
@@ -251,6 +262,14 @@ class GraphQLHTTP:
         context = make_context(services, identity=identity, trace_id=trace_id, client_id=client_id)
         result = await self._execute(documents, prepared, request, context)
         return self._result_response(result, trace_id, modern, complexity, observation)
+
+    def _span(self, name: str, **attributes: Any) -> AbstractContextManager[Any]:
+        """A child span of the request's, when tracing is on."""
+        if self.tracing is None:
+            return nullcontext()
+        return self.tracing.span(
+            name, **{f"graphql.{key}": value for key, value in attributes.items()}
+        )
 
     @staticmethod
     def _refuse_during_long_outage(
@@ -296,17 +315,22 @@ class GraphQLHTTP:
         document = prepared.document
         if document is None:  # prepared documents with errors never get here
             raise AppError(ErrorCode.INTERNAL_ERROR)
+        operation = prepared.operation_type(request.operation_name)
         try:
             async with asyncio.timeout(self.execution_timeout):
-                outcome = execute(
-                    documents.schema,
-                    document,
-                    context_value=context,
-                    variable_values=request.variables,
-                    operation_name=request.operation_name,
-                    middleware=self.middleware,
-                )
-                result = await outcome if inspect.isawaitable(outcome) else outcome
+                with self._span(
+                    "graphql.execute",
+                    operation_type=operation.value if operation is not None else "unknown",
+                ):
+                    outcome = execute(
+                        documents.schema,
+                        document,
+                        context_value=context,
+                        variable_values=request.variables,
+                        operation_name=request.operation_name,
+                        middleware=self.middleware,
+                    )
+                    result = await outcome if inspect.isawaitable(outcome) else outcome
         except TimeoutError:
             return AppError(
                 ErrorCode.TIMEOUT,

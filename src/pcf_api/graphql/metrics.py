@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.graphql.context import Services
 from pcf_api.observability.metrics import Metrics
+from pcf_api.observability.tracing import Tracing, recording
 from pcf_api.ratelimit import Budget
 
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
@@ -121,3 +122,24 @@ class FieldTimer:
 
     def _observe(self, field: str, started: float) -> None:
         self.metrics.field_duration.labels(field).observe(time.perf_counter() - started)
+
+
+class ResolverSpans:
+    """graphql-core middleware: a span per top-level resolver (``graphql.resolve Query.notes``),
+    the parent of the authorization checks and SQL statements it causes."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+
+    def resolve(self, next_: Any, root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
+        if info.path.prev is not None or not recording():
+            return next_(root, info, **args)
+        field = f"{info.parent_type.name}.{info.field_name}"
+        return self._traced(next_, root, info, field, args)
+
+    async def _traced(
+        self, next_: Any, root: Any, info: GraphQLResolveInfo[Any], field: str, args: Any
+    ) -> Any:
+        with self.tracing.span(f"graphql.resolve {field}", **{"graphql.field.path": field}):
+            result = next_(root, info, **args)
+            return await result if isawaitable(result) else result

@@ -24,7 +24,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from pcf_api.observability.tracecontext import current_trace_id
+from pcf_api.observability.tracecontext import current_span_id, current_trace_id
 
 REDACTED = "[REDACTED]"
 
@@ -144,6 +144,9 @@ def _add_module(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 def _add_trace_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     event_dict.setdefault("trace_id", current_trace_id.get())
+    span_id = current_span_id()
+    if span_id is not None:
+        event_dict.setdefault("span_id", span_id)
     return event_dict
 
 
@@ -298,6 +301,9 @@ class FlatLog:
             "message": self.message,
             **fields,
         }
+        span_id = current_span_id()
+        if span_id is not None:
+            event["span_id"] = span_id
         line = scrubber.scrub(_orjson_dumps(event))
         handler.acquire()
         try:

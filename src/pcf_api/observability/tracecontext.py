@@ -10,6 +10,8 @@ import random
 import re
 from contextvars import ContextVar
 
+from opentelemetry import trace
+
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 _INVALID_TRACE_ID = "0" * 32
 _INVALID_PARENT_ID = "0" * 16
@@ -45,3 +47,9 @@ def trace_id_from_traceparent(header: str | None) -> str | None:
 
 def trace_id_for_request(traceparent: str | None) -> str:
     return trace_id_from_traceparent(traceparent) or new_trace_id()
+
+
+def current_span_id() -> str | None:
+    """The id (16 hex digits) of the OpenTelemetry span active now, if tracing made one."""
+    context = trace.get_current_span().get_span_context()
+    return f"{context.span_id:016x}" if context.is_valid else None

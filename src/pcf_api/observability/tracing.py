@@ -1,0 +1,154 @@
+"""OpenTelemetry traces: a span tree per request, exported over OTLP/HTTP in batches.
+
+HTTP request → GraphQL prepare / execute → top-level resolvers → authorization checks and SQL
+statements, plus outbound HTTP (JWKS, SpiceDB) with ``traceparent`` propagated. An incoming
+``traceparent`` (and ``baggage``) is honoured, so the request's trace id — in every log line,
+in ``X-Trace-Id`` and in error bodies — is the trace's id, sampled or not.
+
+One provider per application rather than the global one: tests build several applications in
+one process. SQL statements get their spans from a listener on the application's engine (the
+OpenTelemetry SQLAlchemy instrumentation patches ``create_engine`` process-wide, once); outbound
+HTTP uses the httpx instrumentation on the service's own clients.
+
+Span attributes never carry secrets: statements are sent with placeholders (values travel
+separately and are not recorded), GraphQL variables and headers are not recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.propagate import extract
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pcf_api.config import TracingSettings
+
+_STATEMENT_KINDS = ("select", "insert", "update", "delete")
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """``key=value,key2=value2`` (the OTEL_EXPORTER_OTLP_HEADERS format) as a dict."""
+    headers: dict[str, str] = {}
+    for pair in text.split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            headers[key.strip()] = value.strip()
+    return headers
+
+
+class Tracing:
+    def __init__(self, settings: TracingSettings, *, version: str, environment: str) -> None:
+        resource = Resource.create(
+            {
+                "service.name": settings.service_name,
+                "service.version": version,
+                "deployment.environment": environment,
+            }
+        )
+        self.provider = TracerProvider(
+            resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
+        )
+        headers = settings.headers.get_secret_value() if settings.headers is not None else ""
+        exporter = OTLPSpanExporter(
+            endpoint=settings.endpoint,
+            headers=parse_headers(headers),
+            timeout=settings.export_timeout_seconds,
+        )
+        self.provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter, schedule_delay_millis=int(settings.export_interval_seconds * 1000)
+            )
+        )
+        self.tracer = self.provider.get_tracer("pcf_api")
+
+    def server_span(
+        self, name: str, headers: list[tuple[bytes, bytes]], attributes: Mapping[str, Any]
+    ) -> Span:
+        """The request's span, a child of the caller's ``traceparent`` when there is one."""
+        carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
+        parent: Context = extract(carrier)
+        return self.tracer.start_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=dict(attributes)
+        )
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[Span | None]:
+        """A child of the current span; nothing at all when the request is not sampled, so an
+        unsampled request (9 in 10 at ratio 0.1) costs one check per would-be span."""
+        if not recording():
+            yield None
+            return
+        with self.tracer.start_as_current_span(name, attributes=attributes) as span:
+            yield span
+
+    def instrument_client(self, client: httpx.AsyncClient) -> None:
+        """Outbound HTTP spans, and ``traceparent`` sent along."""
+        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
+
+    def instrument_engine(self, engine: AsyncEngine) -> None:
+        """A client span per SQL statement (its kind and the statement with placeholders)."""
+        tracer = self.tracer
+        system = "postgresql" if engine.dialect.name == "postgresql" else engine.dialect.name
+
+        def before(*args: Any) -> None:
+            if not recording():
+                return
+            statement, context = args[2], args[4]
+            kind = _statement_kind(statement)
+            context._pcf_span = tracer.start_span(
+                f"db {kind}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "db.system": system,
+                    "db.operation.name": kind,
+                    "db.query.text": statement,
+                },
+            )
+
+        def after(*args: Any) -> None:
+            span = getattr(args[4], "_pcf_span", None)
+            if span is not None:
+                span.end()
+
+        def failed(exception_context: Any) -> None:
+            context = exception_context.execution_context
+            span = getattr(context, "_pcf_span", None) if context is not None else None
+            if span is not None:
+                failure = type(exception_context.original_exception).__name__
+                span.set_status(Status(StatusCode.ERROR, failure))
+                span.end()
+
+        event.listen(engine.sync_engine, "before_cursor_execute", before)
+        event.listen(engine.sync_engine, "after_cursor_execute", after)
+        event.listen(engine.sync_engine, "handle_error", failed)
+
+    def shutdown(self) -> None:
+        """Export what is buffered, then stop (called when the application stops)."""
+        self.provider.shutdown()
+
+
+def recording() -> bool:
+    """Whether the current span records (the request is traced and sampled)."""
+    return trace.get_current_span().is_recording()
+
+
+def _statement_kind(statement: str) -> str:
+    head = statement.lstrip()[:6].lower()
+    return head if head in _STATEMENT_KINDS else "other"
+
+
+def trace_id_of(span: Span) -> str:
+    return f"{span.get_span_context().trace_id:032x}"
