@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Mapping
 from enum import StrEnum
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, WindowStats, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 
 from pcf_api.config import RateLimitSettings
 from pcf_api.errors import AppError, ErrorCode
@@ -58,10 +59,14 @@ class RateLimiter:
         self.rejections: Counter[Budget] = Counter()
         """Requests refused, per budget (for the metrics)."""
         url = settings.storage_url.get_secret_value() if settings.storage_url else "memory://"
-        # redis-py, which the events broker uses already (the default async client is coredis).
-        options = {} if url.startswith("memory") else {"implementation": "redispy"}
-        self.storage = storage_from_string(f"async+{url}", **options)
-        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.strategy: MovingWindowRateLimiter | _InProcessWindow
+        if url.startswith("memory"):
+            self.strategy = _InProcessWindow()
+        else:
+            # redis-py, which the events broker uses already (the default async client is
+            # coredis, not installed).
+            storage = storage_from_string(f"async+{url}", implementation="redispy")
+            self.strategy = MovingWindowRateLimiter(storage)
         self._last_warning = -STORAGE_WARNING_INTERVAL
 
     async def spend(self, client: str, costs: Mapping[Budget, int]) -> None:
@@ -92,3 +97,19 @@ class RateLimiter:
                     "rate-limit storage unreachable; not limiting", reason=type(exc).__name__
                 )
             return True
+
+
+class _InProcessWindow:
+    """The synchronous in-process moving window behind the async strategy's interface: a dict
+    behind a lock, nothing to await, and no background tasks on the event loop (the async
+    memory storage runs its expiry as event-loop tasks that hop to threads; this one expires
+    on a timer thread)."""
+
+    def __init__(self) -> None:
+        self._limiter = SyncMovingWindow(MemoryStorage())
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        return self._limiter.hit(item, *identifiers, cost=cost)
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        return self._limiter.get_window_stats(item, *identifiers)
