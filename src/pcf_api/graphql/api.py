@@ -33,7 +33,13 @@ from pcf_api.graphql.extensions import (
 )
 from pcf_api.graphql.http import GraphQLHTTP
 from pcf_api.graphql.limits import QueryLimits
-from pcf_api.graphql.metrics import instrument_engine, service_metrics
+from pcf_api.graphql.metrics import (
+    instrument_engine,
+    service_metrics,
+    timed_resolver,
+    traced_resolver,
+    wrap_root_resolvers,
+)
 from pcf_api.graphql.schema import build_schema
 from pcf_api.health import HealthRegistry
 from pcf_api.observability.logging import get_logger
@@ -192,6 +198,10 @@ class NotesAPI:
                 ErrorFormatExtension,
             ]
         )
+        if self.metrics is not None and settings.metrics.field_timing:
+            wrap_root_resolvers(self.schema._schema, timed_resolver(self.metrics))
+        if tracing is not None:
+            wrap_root_resolvers(self.schema._schema, traced_resolver(tracing))
         self.http = GraphQLHTTP(
             limits=self.limits,
             introspection=graphql.introspection,
@@ -199,7 +209,6 @@ class NotesAPI:
             cache_size=graphql.document_cache_size,
             execution_timeout=graphql.execution_timeout_seconds,
             metrics=self.metrics,
-            field_timing=settings.metrics.field_timing,
             tracing=tracing,
         )
         self.subscriptions = SubscriptionsApp(

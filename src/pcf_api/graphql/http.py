@@ -35,7 +35,6 @@ from pcf_api.graphql.context import GraphQLContext, Services, make_context
 from pcf_api.graphql.documents import DocumentCache, PreparedDocument
 from pcf_api.graphql.formatting import app_error, format_error
 from pcf_api.graphql.limits import QueryLimits, check
-from pcf_api.graphql.metrics import FieldTimer, ResolverSpans
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
 from pcf_api.observability.tracing import Tracing
@@ -157,18 +156,11 @@ class GraphQLHTTP:
         cache_size: int,
         execution_timeout: float,
         metrics: Metrics | None,
-        field_timing: bool = False,
         tracing: Tracing | None = None,
     ) -> None:
         self.limits = limits
         self.metrics = metrics
         self.tracing = tracing
-        middleware: list[Any] = []
-        if metrics is not None and field_timing:
-            middleware.append(FieldTimer(metrics))
-        if tracing is not None:
-            middleware.append(ResolverSpans(tracing))
-        self.middleware = middleware or None
         self.introspection = introspection
         self.graphiql = graphiql
         self.cache_size = cache_size
@@ -328,7 +320,6 @@ class GraphQLHTTP:
                         context_value=context,
                         variable_values=request.variables,
                         operation_name=request.operation_name,
-                        middleware=self.middleware,
                     )
                     result = await outcome if inspect.isawaitable(outcome) else outcome
         except TimeoutError:

@@ -4,11 +4,11 @@ and (opt-in) top-level resolvers timed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from inspect import isawaitable
 from typing import Any
 
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLResolveInfo, GraphQLSchema
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -94,52 +94,69 @@ def _statement_kind(statement: str) -> str:
     return head if head in _STATEMENT_KINDS else "other"
 
 
-class FieldTimer:
-    """graphql-core middleware timing the top-level fields (Query.notes, Mutation.createNote…).
-
-    Opt-in (``metrics.field_timing``): wrapping resolvers costs time on every field, so only
-    root fields are observed, and only when asked for."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def resolve(self, next_: Any, root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
-        if info.path.prev is not None:
-            return next_(root, info, **args)
-        field = f"{info.parent_type.name}.{info.field_name}"
-        started = time.perf_counter()
-        result = next_(root, info, **args)
-        if isawaitable(result):
-            return self._timed(result, field, started)
-        self._observe(field, started)
-        return result
-
-    async def _timed(self, result: Awaitable[Any], field: str, started: float) -> Any:
-        try:
-            return await result
-        finally:
-            self._observe(field, started)
-
-    def _observe(self, field: str, started: float) -> None:
-        self.metrics.field_duration.labels(field).observe(time.perf_counter() - started)
+Resolver = Callable[..., Any]
 
 
-class ResolverSpans:
-    """graphql-core middleware: a span per top-level resolver (``graphql.resolve Query.notes``),
-    the parent of the authorization checks and SQL statements it causes."""
+def wrap_root_resolvers(schema: GraphQLSchema, wrap: Callable[[str, Resolver], Resolver]) -> None:
+    """Replace each top-level resolver (Query.*, Mutation.*) by ``wrap(label, resolver)``.
 
-    def __init__(self, tracing: Tracing) -> None:
-        self.tracing = tracing
+    Why not graphql-core middleware: middleware wraps every field of every object, ~50 calls
+    for a page of notes, and measurably costs on each request (docs/benchmarks.md); the fields
+    worth timing or tracing are the top-level ones, which are wrapped once, here."""
+    for root in (schema.query_type, schema.mutation_type):
+        if root is None:
+            continue
+        for name, field in root.fields.items():
+            if field.resolve is not None:
+                field.resolve = wrap(f"{root.name}.{name}", field.resolve)
 
-    def resolve(self, next_: Any, root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
-        if info.path.prev is not None or not recording():
-            return next_(root, info, **args)
-        field = f"{info.parent_type.name}.{info.field_name}"
-        return self._traced(next_, root, info, field, args)
 
-    async def _traced(
-        self, next_: Any, root: Any, info: GraphQLResolveInfo[Any], field: str, args: Any
-    ) -> Any:
-        with self.tracing.span(f"graphql.resolve {field}", **{"graphql.field.path": field}):
-            result = next_(root, info, **args)
-            return await result if isawaitable(result) else result
+def timed_resolver(metrics: Metrics) -> Callable[[str, Resolver], Resolver]:
+    """Top-level resolvers observed in graphql_field_resolution_duration_seconds (opt-in:
+    ``metrics.field_timing``)."""
+
+    def wrap(field: str, resolve: Resolver) -> Resolver:
+        observe = metrics.field_duration.labels(field).observe
+
+        def resolver(root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
+            started = time.perf_counter()
+            result = resolve(root, info, **args)
+            if isawaitable(result):
+                return _observed(result, observe, started)
+            observe(time.perf_counter() - started)
+            return result
+
+        return resolver
+
+    return wrap
+
+
+async def _observed(
+    result: Awaitable[Any], observe: Callable[[float], None], started: float
+) -> Any:
+    try:
+        return await result
+    finally:
+        observe(time.perf_counter() - started)
+
+
+def traced_resolver(tracing: Tracing) -> Callable[[str, Resolver], Resolver]:
+    """A span per top-level resolver (``graphql.resolve Query.notes``), the parent of the
+    authorization checks and SQL statements it causes; nothing when the request is unsampled."""
+
+    def wrap(field: str, resolve: Resolver) -> Resolver:
+        name = f"graphql.resolve {field}"
+
+        def resolver(root: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
+            if not recording():
+                return resolve(root, info, **args)
+            return spanned(root, info, args)
+
+        async def spanned(root: Any, info: GraphQLResolveInfo[Any], args: dict[str, Any]) -> Any:
+            with tracing.span(name, **{"graphql.field.path": field}):
+                result = resolve(root, info, **args)
+                return await result if isawaitable(result) else result
+
+        return resolver
+
+    return wrap

@@ -139,7 +139,7 @@ class Metrics:
         )
         self.field_duration = Histogram(
             "graphql_field_resolution_duration_seconds",
-            "Time in top-level resolvers (only with metrics.field_timing: it costs).",
+            "Time in top-level resolvers (only with metrics.field_timing).",
             ["field"],
             buckets=QUERY_BUCKETS,
             registry=self.registry,

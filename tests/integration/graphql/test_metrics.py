@@ -116,3 +116,15 @@ async def test_no_secret_reaches_the_metrics(database_url: str) -> None:
     assert "graphql_request_total" in text
     for secret in (HS256_SECRET, token, VARIABLE_SECRET, "metrics-password-0123456789"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("field_timing", [True, False])
+async def test_top_level_resolvers_are_timed_only_when_asked(
+    database_url: str, field_timing: bool
+) -> None:
+    settings = settings_for(database_url, PCF_METRICS__FIELD_TIMING=str(field_timing).lower())
+    async with running(create_app(settings)) as http:
+        await GraphQLClient(http).data("{ notes { totalCount } }")
+        text = (await http.get("/metrics")).text
+    timed = 'graphql_field_resolution_duration_seconds_count{field="Query.notes"} 1.0' in text
+    assert timed is field_timing
