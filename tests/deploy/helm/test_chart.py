@@ -581,6 +581,8 @@ def test_prometheus_rule_and_dashboard_come_from_the_sources() -> None:
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["port"] == "metrics"
     assert endpoint["path"] == "/metrics"
+    # external_service_health{service} must not be renamed to exported_service by the target label
+    assert endpoint["honorLabels"] is True
     assert endpoint["basicAuth"]["password"] == {
         "name": "pcf-api-secrets",
         "key": "metrics-password",
