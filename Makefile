@@ -16,7 +16,9 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
 # Runtime dependencies only: what `make run` needs.
+# The locked pip and setuptools first, on their own: the newer pip then installs the rest.
 $(VENV)/.runtime: requirements/main.lock requirements/build.lock pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/build.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/build.lock -r requirements/main.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
