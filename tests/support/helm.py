@@ -43,7 +43,11 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _values_args(values: Mapping[str, Any] | None, files: tuple[str, ...]) -> Iterator[str]:
+def _values_args(
+    values: Mapping[str, Any] | None, files: tuple[str, ...], made: list[Path]
+) -> Iterator[str]:
+    """``-f`` arguments: the chart's own value files, then ``values`` in a temporary file (its
+    path appended to ``made``, for the caller to remove)."""
     for name in files:
         yield "-f"
         yield str(CI_VALUES / name)
@@ -53,6 +57,7 @@ def _values_args(values: Mapping[str, Any] | None, files: tuple[str, ...]) -> It
         )
         with handle:
             yaml.safe_dump(dict(values), handle)
+        made.append(Path(handle.name))
         yield "-f"
         yield handle.name
 
@@ -68,16 +73,17 @@ def template_text(
 def _template(
     values_json: str, files: tuple[str, ...], extra: tuple[str, ...]
 ) -> subprocess.CompletedProcess[str]:
-    args = list(_values_args(json.loads(values_json), files))
+    made: list[Path] = []
+    args = list(_values_args(json.loads(values_json), files, made))
     try:
         return run(
             tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
             *args, *extra, check=False,
         )  # fmt: skip
     finally:
-        for arg in args:
-            if arg.startswith(tempfile.gettempdir()):
-                Path(arg).unlink(missing_ok=True)
+        # Only the files made here: a checkout under /tmp holds the chart's own value files.
+        for path in made:
+            path.unlink(missing_ok=True)
 
 
 def render(values: Mapping[str, Any] | None = None, *files: str) -> list[dict[str, Any]]:
