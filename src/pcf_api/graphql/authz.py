@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -24,6 +24,7 @@ from pcf_api.auth.policy import NOTE, Action, Resource
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.context import GraphQLContext
 from pcf_api.observability.logging import audit_log
+from pcf_api.observability.tracing import optional_span
 from pcf_api.store.models import Note
 from pcf_api.store.notes import NotePage
 
@@ -53,10 +54,8 @@ async def is_authorized(context: GraphQLContext, resource: Resource, action: Act
 
 def _span(context: GraphQLContext, name: str, **attributes: Any) -> AbstractContextManager[Any]:
     """A span for an authorization check, when tracing is on (subjects are not recorded)."""
-    tracing = context.services.tracing
-    if tracing is None:
-        return nullcontext()
-    return tracing.span(name, **{f"authz.{key}": value for key, value in attributes.items()})
+    prefixed = {f"authz.{key}": value for key, value in attributes.items()}
+    return optional_span(context.services.tracing, name, prefixed)
 
 
 async def may_read(context: GraphQLContext, note_id: str) -> bool:

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -37,7 +37,7 @@ from pcf_api.graphql.formatting import app_error, format_error
 from pcf_api.graphql.limits import QueryLimits, check
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
-from pcf_api.observability.tracing import Tracing
+from pcf_api.observability.tracing import Tracing, optional_span
 from pcf_api.ratelimit import Budget
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -257,10 +257,8 @@ class GraphQLHTTP:
 
     def _span(self, name: str, **attributes: Any) -> AbstractContextManager[Any]:
         """A child span of the request's, when tracing is on."""
-        if self.tracing is None:
-            return nullcontext()
-        return self.tracing.span(
-            name, **{f"graphql.{key}": value for key, value in attributes.items()}
+        return optional_span(
+            self.tracing, name, {f"graphql.{key}": value for key, value in attributes.items()}
         )
 
     @staticmethod

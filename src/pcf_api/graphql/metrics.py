@@ -15,10 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.graphql.context import Services
 from pcf_api.observability.metrics import Metrics
-from pcf_api.observability.tracing import Tracing, recording
+from pcf_api.observability.tracing import Tracing, recording, statement_kind
 from pcf_api.ratelimit import Budget
-
-_STATEMENT_KINDS = ("select", "insert", "update", "delete")
 
 
 def service_metrics(services: Services) -> Iterable[Metric]:
@@ -83,15 +81,10 @@ def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> None:
         statement, context = args[2], args[4]
         started = getattr(context, "_pcf_started", None)
         if started is not None:
-            metrics.observe_query(_statement_kind(statement), time.perf_counter() - started)
+            metrics.observe_query(statement_kind(statement), time.perf_counter() - started)
 
     event.listen(engine.sync_engine, "before_cursor_execute", before)
     event.listen(engine.sync_engine, "after_cursor_execute", after)
-
-
-def _statement_kind(statement: str) -> str:
-    head = statement.lstrip()[:6].lower()
-    return head if head in _STATEMENT_KINDS else "other"
 
 
 Resolver = Callable[..., Any]

@@ -17,7 +17,7 @@ separately and are not recorded), GraphQL variables and headers are not recorded
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import httpx
@@ -107,7 +107,7 @@ class Tracing:
             if not recording():
                 return
             statement, context = args[2], args[4]
-            kind = _statement_kind(statement)
+            kind = statement_kind(statement)
             context._pcf_span = tracer.start_span(
                 f"db {kind}",
                 kind=SpanKind.CLIENT,
@@ -145,10 +145,18 @@ def recording() -> bool:
     return trace.get_current_span().is_recording()
 
 
-def _statement_kind(statement: str) -> str:
+def statement_kind(statement: str) -> str:
+    """select, insert, update, delete or other: the label and span name of a SQL statement."""
     head = statement.lstrip()[:6].lower()
     return head if head in _STATEMENT_KINDS else "other"
 
 
 def trace_id_of(span: Span) -> str:
     return f"{span.get_span_context().trace_id:032x}"
+
+
+def optional_span(
+    tracing: Tracing | None, name: str, attributes: Mapping[str, Any]
+) -> AbstractContextManager[Span | None]:
+    """``tracing.span`` when tracing is on, else nothing."""
+    return nullcontext() if tracing is None else tracing.span(name, **attributes)
