@@ -151,6 +151,7 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
             checks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checks
+            await health.close()  # before the clients the checks use are closed
             if notes_api is not None:
                 await notes_api.stop()
             if tracing is not None:

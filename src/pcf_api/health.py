@@ -4,6 +4,12 @@ The readiness endpoint never waits on a dependency. Each check runs on its own i
 its own timeout, and ``/health/ready`` reports the latest results, so it answers at once even
 while a check hangs; a check that overruns its timeout counts as down.
 
+A check that overruns is not cancelled: it keeps running in its own task, and no second one is
+started beside it. Cancelling a database ping in the middle of a query makes the pool terminate
+that connection (a reconnect for asyncpg; for aiosqlite 0.22, a close racing its own worker
+thread that can leave a task waiting forever and hang the process at exit). ``close`` gives the
+checks still running one timeout to finish before it cancels them.
+
 Overall status: ``starting`` until start-up work is finished and every check has reported once;
 ``unhealthy`` when a critical check is down or the process is shutting down; ``degraded`` when
 only non-critical checks are down; ``healthy`` otherwise.
@@ -55,6 +61,7 @@ class _Registration:
     critical: bool
     result: CheckResult | None = None
     last_warned: float = field(default=-float("inf"))
+    running: asyncio.Task[None] | None = None
 
 
 class HealthRegistry:
@@ -78,6 +85,7 @@ class HealthRegistry:
         self._checks: dict[str, _Registration] = {}
         self._startup_complete = False
         self._shutting_down = False
+        self._closed = False
 
     def register(self, name: str, check: Check, *, critical: bool) -> None:
         if name in self._checks:
@@ -134,7 +142,7 @@ class HealthRegistry:
         return document
 
     async def check_all(self) -> None:
-        """Run every check once, concurrently, each bounded by the timeout."""
+        """Run every check once, concurrently; each answer is awaited for at most the timeout."""
         await asyncio.gather(*(self._run_one(reg) for reg in self._checks.values()))
 
     async def run(self) -> None:
@@ -143,21 +151,36 @@ class HealthRegistry:
             await self.check_all()
             await asyncio.sleep(self._interval)
 
+    async def close(self) -> None:
+        """Start no more checks; give those still running one timeout, then cancel them."""
+        self._closed = True
+        running = [reg.running for reg in self._checks.values() if reg.running is not None]
+        if not running:
+            return
+        _, overdue = await asyncio.wait(running, timeout=self._timeout)
+        for task in overdue:
+            task.cancel()
+        if overdue:
+            await asyncio.wait(overdue)
+
     async def _run_one(self, reg: _Registration) -> None:
+        if self._closed:
+            return
         began = self._clock()
         failure: str | None = None
         reason = ""
-        try:
-            await asyncio.wait_for(reg.check(), timeout=self._timeout)
-        except TimeoutError:
-            failure, reason = "timeout", f"no answer within {self._timeout:g} s"
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the registry itself is being stopped
-            failure, reason = "error", "the check was cancelled"
-        except Exception as exc:  # noqa: BLE001 - any failure of a check means the service is down
-            failure, reason = "error", _describe(exc)
+        if reg.running is not None and not reg.running.done():
+            failure, reason = "timeout", "the previous check has still not answered"
+        else:
+            reg.running = task = asyncio.create_task(_call(reg.check), name=f"check {reg.name}")
+            task.add_done_callback(_retrieve_outcome)
+            await asyncio.wait([task], timeout=self._timeout)
+            if not task.done():
+                failure, reason = "timeout", f"no answer within {self._timeout:g} s"
+            elif task.cancelled():
+                failure, reason = "error", "the check was cancelled"
+            elif (error := task.exception()) is not None:
+                failure, reason = "error", _describe(error)
         latency_ms = round((self._clock() - began) * 1000, 2)
         previous = reg.result
         reg.result = result = CheckResult(failure is None, latency_ms, utc_timestamp(), failure)
@@ -182,7 +205,19 @@ class HealthRegistry:
             emit("dependency down", service=reg.name, critical=reg.critical, reason=reason)
 
 
-def _describe(exc: Exception) -> str:
+async def _call(check: Check) -> None:
+    """Inside the task, so a check that fails when called fails like one that fails later."""
+    await check()
+
+
+def _retrieve_outcome(task: asyncio.Task[None]) -> None:
+    """Marks the outcome of a check that finished after its timeout as seen (its failure was
+    already reported as a timeout), so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _describe(exc: BaseException) -> str:
     """Exception class and message, for the readiness document and logs only."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

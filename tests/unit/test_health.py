@@ -9,6 +9,7 @@ after the timeout; failure details reach the logs, never the readiness document.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import time
@@ -536,3 +537,121 @@ async def test_a_check_that_raises_cancelled_error_itself_is_down_and_the_loop_g
     assert calls >= 2
     assert registry.status() is Status.UNHEALTHY
     assert registry.report()["services"]["odd"]["failure"] == "error"
+
+
+@pytest.mark.anyio
+class TestOverrunningChecks:
+    """A check past its timeout is reported down but left running: cancelling a query midway
+    makes the pool terminate the connection, and on aiosqlite 0.22 that can hang the exit."""
+
+    async def test_an_overrunning_check_is_not_cancelled(self) -> None:
+        release = asyncio.Event()
+        finished: list[bool] = []
+
+        async def slow() -> None:
+            await release.wait()
+            finished.append(True)
+
+        health = registry(timeout=0.05)
+        health.register("database", slow, critical=True)
+        await health.check_all()
+        assert health.report()["services"]["database"]["failure"] == "timeout"
+        release.set()
+        await asyncio.sleep(0.01)
+        assert finished == [True]
+
+    async def test_no_second_check_starts_while_the_first_still_runs(self) -> None:
+        release = asyncio.Event()
+        calls = 0
+
+        async def slow() -> None:
+            nonlocal calls
+            calls += 1
+            await release.wait()
+
+        health = registry(timeout=0.02)
+        health.register("database", slow, critical=True)
+        await health.check_all()
+        began = time.monotonic()
+        await health.check_all()
+        assert time.monotonic() - began < 0.02  # answered at once: nothing new was started
+        assert calls == 1
+        assert health.report()["services"]["database"]["failure"] == "timeout"
+        release.set()
+        await asyncio.sleep(0.01)
+        await health.check_all()
+        assert calls == 2
+        assert health.report()["services"]["database"]["status"] == "up"
+
+    async def test_a_late_failure_is_not_reported_as_an_unretrieved_task_exception(self) -> None:
+        reported: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        try:
+
+            async def fails_late() -> None:
+                await asyncio.sleep(0.03)
+                raise ConnectionError("too late")
+
+            health = registry(timeout=0.01)
+            health.register("database", fails_late, critical=True)
+            await health.check_all()
+            await asyncio.sleep(0.06)
+            await health.close()
+            del health
+            gc.collect()
+            await asyncio.sleep(0)
+        finally:
+            loop.set_exception_handler(previous_handler)
+        assert reported == []
+
+    async def test_close_lets_a_running_check_finish_within_the_timeout(self) -> None:
+        release = asyncio.Event()
+        outcome: list[str] = []
+
+        async def gated() -> None:
+            try:
+                await release.wait()
+                outcome.append("finished")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+
+        health = registry(timeout=1.0)
+        health.register("database", gated, critical=True)
+        checking = asyncio.create_task(health.check_all())
+        await asyncio.sleep(0.01)
+        closing = asyncio.create_task(health.close())
+        await asyncio.sleep(0.01)
+        assert not closing.done()  # waiting for the check, not cancelling it
+        release.set()
+        await closing
+        await checking
+        assert outcome == ["finished"]
+
+    async def test_close_cancels_a_check_still_running_after_the_timeout(self) -> None:
+        cancelled = asyncio.Event()
+
+        async def stuck() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        health = registry(timeout=0.02)
+        health.register("database", stuck, critical=True)
+        await health.check_all()
+        began = time.monotonic()
+        await health.close()
+        assert cancelled.is_set()
+        assert time.monotonic() - began < 0.5
+
+    async def test_close_without_running_checks_returns_at_once_and_stops_new_ones(self) -> None:
+        state: dict[str, Any] = {}
+        health = registry()
+        health.register("database", make_check(state), critical=True)
+        await health.close()
+        await health.check_all()
+        assert state == {}

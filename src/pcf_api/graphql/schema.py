@@ -252,14 +252,19 @@ async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
     async with _subscription_slot(context), context.services.broker.subscribe() as events:
         iterator = aiter(events)
         while True:
-            wait = idle if expires_at is None else min(idle, expires_at - time.time())
+            # Decided before waiting: the loop's timer can fire a little early (uvloop counts
+            # whole milliseconds), so asking the clock after the wait could take expiry for
+            # idleness and end the subscription without its UNAUTHORIZED error.
+            token_left = None if expires_at is None else expires_at - time.time()
+            token_ends_first = token_left is not None and token_left <= idle
+            wait = token_left if token_left is not None and token_ends_first else idle
             try:
                 async with asyncio.timeout(max(wait, 0)):
                     event = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                if expires_at is not None and time.time() >= expires_at:
+                if token_ends_first:
                     raise AppError(
                         ErrorCode.UNAUTHORIZED, "The token has expired; subscribe with a new one."
                     ) from None
