@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint format coverage-gate clean lock
+.PHONY: help run test test-fast lint format coverage-gate clean lock load-test
 .PHONY: manifests kube-tools
 .PHONY: image image-test image-scan tools
 
@@ -49,6 +49,15 @@ test: lint $(VENV)/.dev ## the whole suite: lint, unit, integration, coverage ga
 	$(BIN)/pytest --cov --cov-report= -q
 	$(BIN)/coverage report
 	$(BIN)/python scripts/coverage_gate.py
+
+# Step load test of one pcf-api process ("one pod") with locust, then the HPA targets and
+# simulation from its curve (docs/capacity.md). LOAD_TEST_URL=http://… targets a running server;
+# LOAD_TEST_ARGS passes more options to bench/load/run.py (e.g. --rates 50,100 --step-seconds 10).
+LOAD_TEST_OUT ?= build/load-test
+LOAD_TEST_ARGS ?=
+load-test: $(VENV)/.dev ## step load (locust) on one pcf-api: per-step table, HPA targets
+	$(BIN)/python bench/load/run.py --out $(LOAD_TEST_OUT) $(if $(LOAD_TEST_URL),--url $(LOAD_TEST_URL)) $(LOAD_TEST_ARGS)
+	$(BIN)/python scripts/capacity.py --results $(LOAD_TEST_OUT)/results.json --out $(LOAD_TEST_OUT)
 
 kube-tools: ## install helm, kubectl and kubernetes-validate for the chart tests (outside the repo)
 	scripts/k8s-tools.sh
