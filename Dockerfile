@@ -60,11 +60,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
         --target /build/site -r /build/requirements/main.lock
 
-# Prune, strip and zip site-packages; add the interpreter, the standard library, the shared
+# Swap the wheels prune.toml maps to Debian packages (cryptography against Debian's OpenSSL);
+# prune, strip and zip site-packages; add the interpreter, the standard library, the shared
 # libraries they load, CA certificates, accounts and the Debian package declarations.
 COPY deploy/image/assemble.py deploy/image/prune.toml /build/
 RUN arch="$(cat /build/arch)"; \
-    python3.11 /build/assemble.py deps --site /build/site --arch "$arch" \
+    python3.11 /build/assemble.py deps --site /build/site --arch "$arch" --debs /build/debs \
         --config /build/prune.toml --out /rootfs --work /build/work; \
     python3.11 /build/assemble.py runtime --debs /build/debs --packages /build/debian-packages.txt \
         --arch "$arch" --config /build/prune.toml --out /rootfs --work /build/work; \

@@ -47,7 +47,7 @@ if [[ -z "$image" ]]; then
     image="localhost/pcf-api:dev"
     [[ "$arch" != "$native" ]] && image="localhost/pcf-api:dev-$arch"
 fi
-max_mb="${MAX_MB:-65}"
+max_mb="${MAX_MB:-50}"
 max_compressed_mb="${MAX_COMPRESSED_MB:-50}"
 
 if [[ "$local_base" == 1 ]]; then

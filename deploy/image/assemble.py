@@ -4,13 +4,16 @@ The builder runs on the build machine's own architecture and assembles a root fi
 the target architecture from Debian packages and wheels of that architecture, so an arm64 image
 builds without emulating the whole build. Three steps, each a subcommand:
 
-    deps     site-packages: drop what the service never imports, strip extension modules, put
-             every pure-Python module (compiled, sourceless) into site-packages.zip, keep
-             extension modules, package metadata and path-bound packages as files
+    deps     site-packages: replace the wheels that prune.toml maps to a Debian package by that
+             package's build (checked against every kept distribution's requirements), drop what
+             the service never imports, strip extension modules, put every pure-Python module
+             (compiled, sourceless) into site-packages.zip, keep extension modules, package
+             metadata and path-bound packages as files
     runtime  the interpreter, a pruned and zipped standard library, the shared libraries that
              the interpreter and every kept extension module load (found with readelf), CA
-             certificates, passwd/group, /tmp, and a dpkg status.d entry plus the copyright
-             file of each Debian package whose files are copied in
+             certificates, passwd/group, /tmp, and for each Debian package whose files are
+             copied in a dpkg status.d entry (control data, and <package>.md5sums listing its
+             files in the image) plus its copyright file
     app      the application package (sources and hash-checked bytecode) and the `pcf-api`
              entry point
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import os
 import py_compile
 import re
@@ -155,6 +159,27 @@ def set_modes(root: Path) -> None:
         os.chmod(root / "tmp", 0o1777)
 
 
+def link_duplicates(root: Path) -> int:
+    """Hard-link files of identical content and mode (licence texts that many distributions
+    ship, copyright files that Debian packages share): the layer tar stores each content once.
+    Returns the bytes saved."""
+    first: dict[tuple[int, int, str], Path] = {}
+    saved = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        info = path.stat()
+        if info.st_size == 0:
+            continue
+        key = (info.st_size, info.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
+        original = first.setdefault(key, path)
+        if original != path and not path.samefile(original):
+            path.unlink()
+            os.link(original, path)
+            saved += info.st_size
+    return saved
+
+
 def stripper(arch: str) -> str:
     return f"{TRIPLETS[arch]}-strip"
 
@@ -182,6 +207,149 @@ def dist_name(dist_info: Path) -> str:
     raise SystemExit(f"no Name in {dist_info}/METADATA")
 
 
+def remove_distribution(site: Path, dist_info: Path) -> None:
+    """A distribution's files (as its RECORD lists them), the directories that leaves empty
+    (bytecode caches aside) and its metadata."""
+    root = site.resolve()
+    directories: set[Path] = set()
+    for file in read_record(dist_info):
+        target = (site / file).resolve()
+        if target.is_relative_to(root) and target.exists():
+            remove(target)
+        directories.update(p for p in target.parents if p.is_relative_to(root) and p != root)
+    for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
+        cache = directory / "__pycache__"
+        if cache.is_dir() and all(c.suffix == ".pyc" for c in cache.iterdir()):
+            remove(cache)
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    remove(dist_info)
+
+
+def dist_version(dist_info: Path) -> str:
+    for line in (dist_info / "METADATA").read_text(encoding="utf-8").splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    raise SystemExit(f"no Version in {dist_info}/METADATA")
+
+
+REQUIREMENT = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*\(?([^;()]*)\)?\s*(?:;.*)?$"
+)
+SPECIFIER = re.compile(r"^(~=|==|!=|<=|>=|<|>)\s*([0-9][0-9a-zA-Z.*+!-]*)$")
+
+
+def release(version: str) -> tuple[int, ...]:
+    found = re.match(r"\d+(?:\.\d+)*", version)
+    if not found:
+        raise SystemExit(f"cannot compare version {version!r}")
+    return tuple(int(part) for part in found.group(0).split("."))
+
+
+def satisfies(version: str, specifier: str) -> bool:
+    """Whether a release version meets one PEP 440 clause (release segments only, which is all
+    the requirements on the replaced distributions use; anything else stops the build)."""
+    found = SPECIFIER.match(specifier.strip())
+    if not found:
+        raise SystemExit(f"cannot evaluate the version specifier {specifier!r}")
+    operator, wanted = found.groups()
+    have = release(version)
+    if operator in ("==", "!=") and wanted.endswith(".*"):
+        prefix = release(wanted[:-2])
+        equal = have[: len(prefix)] == prefix
+        return equal if operator == "==" else not equal
+    want = release(wanted)
+    width = max(len(have), len(want))
+    have_padded = have + (0,) * (width - len(have))
+    want_padded = want + (0,) * (width - len(want))
+    if operator == "~=":
+        return have_padded >= want_padded and have[: len(want) - 1] == want[:-1]
+    return {
+        "==": have_padded == want_padded,
+        "!=": have_padded != want_padded,
+        "<=": have_padded <= want_padded,
+        ">=": have_padded >= want_padded,
+        "<": have_padded < want_padded,
+        ">": have_padded > want_padded,
+    }[operator]
+
+
+def check_requirements(dists: dict[str, Path], name: str, version: str) -> list[str]:
+    """Every requirement that a kept distribution declares on `name` (whatever its marker or
+    extra) must accept `version`; returns the requirements checked."""
+    checked = []
+    for owner, dist_info in sorted(dists.items()):
+        for line in (dist_info / "METADATA").read_text(encoding="utf-8").splitlines():
+            if not line.startswith("Requires-Dist:"):
+                continue
+            requirement = line.split(":", 1)[1].strip()
+            project = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+            if not project or re.sub(r"[-_.]+", "-", project.group(0)).lower() != name:
+                continue
+            found = REQUIREMENT.match(requirement)
+            if not found:
+                raise SystemExit(f"{owner}: cannot parse the requirement {requirement!r}")
+            clauses = [c for c in found.group(2).split(",") if c.strip()]
+            for clause in clauses:
+                if not satisfies(version, clause):
+                    raise SystemExit(
+                        f"{owner} requires {requirement!r}: {name} {version} does not satisfy it"
+                    )
+            checked.append(f"{owner}: {requirement}")
+    return checked
+
+
+def take_from_debian(
+    site: Path, dists: dict[str, Path], from_debian: dict[str, str], debs: Path, work: Path
+) -> dict[str, str]:
+    """Replace each listed wheel by the Debian package's build of the same project: its Python
+    tree (usr/lib/python3/dist-packages) goes where the wheel was, its dist-info included, and
+    the package is declared in status.d by the runtime step like every other Debian package.
+    Returns each replaced project's version now in the image (the dist-info's, else the Debian
+    package's upstream version)."""
+    wanted = sorted(set(from_debian.values()))
+    packages = Packages(debs, work / "stage-site", wanted)
+    for name in from_debian:
+        dist_info = dists.pop(name, None)
+        if dist_info is None:
+            raise SystemExit(f"from_debian names {name!r}, which is not installed")
+        remove_distribution(site, dist_info)
+    debian_versions: dict[str, str] = {}
+    for package in wanted:
+        tree = packages.roots[package] / "usr/lib/python3/dist-packages"
+        if not tree.is_dir():
+            raise SystemExit(f"{package} holds no Python modules")
+        entries = sorted(tree.iterdir())
+        has_dist_info = any(e.name.endswith(".dist-info") for e in entries)
+        for entry in entries:
+            if entry.name.endswith(".egg-info"):
+                if not has_dist_info:
+                    raise SystemExit(f"{package}: only egg-info metadata, which deps does not keep")
+                continue  # the same metadata as the package's dist-info, from the sdist build
+            target = site / entry.name
+            if target.exists() or target.is_symlink():
+                raise SystemExit(f"{package}: {entry.name} is already in site-packages")
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, target, symlinks=True)
+            else:
+                copy_file(entry, target)
+            if entry.name.endswith(".dist-info"):
+                dists[dist_name(target)] = target
+        version = re.search(r"^Version: (.+)$", packages.control[package], re.M)
+        if version is None:
+            raise SystemExit(f"{package}: no Version in its control data")
+        debian_versions[package] = version.group(1)
+        log(f"{package} {version.group(1)} replaces the wheel(s) "
+            + ", ".join(sorted(n for n, p in from_debian.items() if p == package)))
+    versions = {}
+    for name, package in from_debian.items():
+        if name in dists:
+            versions[name] = dist_version(dists[name])
+        else:  # [epoch:]upstream[-revision]
+            versions[name] = debian_versions[package].split(":", 1)[-1].rsplit("-", 1)[0]
+    return versions
+
+
 def cmd_deps(args: argparse.Namespace) -> None:
     config = load_config(args.config)["site-packages"]
     site: Path = args.site
@@ -191,16 +359,22 @@ def cmd_deps(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     dists = {dist_name(d): d for d in site.glob("*.dist-info")}
+    from_debian: dict[str, str] = config.get("from_debian", {})
+    replaced: dict[str, str] = {}
+    if from_debian:
+        if args.debs is None:
+            raise SystemExit("[site-packages.from_debian] needs --debs")
+        replaced = take_from_debian(site, dists, from_debian, args.debs, work)
     for name, reason in config["drop_distributions"].items():
         dist_info = dists.pop(name, None)
         if dist_info is None:
             raise SystemExit(f"drop_distributions names {name!r}, which is not installed")
-        for file in read_record(dist_info):
-            target = (site / file).resolve()
-            if target.is_relative_to(site.resolve()) and target.exists():
-                remove(target)
-        remove(dist_info)
+        remove_distribution(site, dist_info)
         log(f"dropped distribution {name}: {reason}")
+    # What the kept distributions require of a replaced one must hold for the Debian build.
+    for name, version in replaced.items():
+        for requirement in check_requirements(dists, name, version):
+            log(f"{name} {version} satisfies {requirement}")
     for relative in config["drop"]["paths"]:
         for path in sorted(site.glob(relative)) if "*" in relative else [site / relative]:
             if path.exists() or path.is_symlink():
@@ -283,9 +457,14 @@ def cmd_deps(args: argparse.Namespace) -> None:
 
 
 def copy_metadata(source: Path, target: Path) -> None:
-    """A distribution's metadata without RECORD (it lists files the pruning removed) and without
-    the long description (the README); the headers scanners and importlib.metadata read stay."""
-    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("RECORD"))
+    """A distribution's metadata without RECORD (it lists files the pruning removed), INSTALLER
+    and REQUESTED (pip's notes on how it was installed, which no scanner reads; 1 KB of tar each)
+    and without the long description (the README); the headers scanners and importlib.metadata
+    read stay, and so do licences and embedded SBOMs."""
+    shutil.copytree(
+        source, target, symlinks=True,
+        ignore=shutil.ignore_patterns("RECORD", "INSTALLER", "REQUESTED"),
+    )
     metadata = target / "METADATA"
     text = metadata.read_text(encoding="utf-8")
     kept, in_description = [], False
@@ -355,6 +534,7 @@ class Packages:
         self.roots: dict[str, Path] = {}
         self.control: dict[str, str] = {}
         self.used: set[str] = set()
+        self.files: dict[str, set[str]] = {}  # package -> paths in the image taken from it
         for deb in sorted(debs.glob("*.deb")):
             name = subprocess.run(
                 ["dpkg-deb", "-f", str(deb), "Package"], check=True, capture_output=True, text=True
@@ -387,6 +567,7 @@ class Packages:
             raise SystemExit(f"no Debian package provides /{relative}")
         name, path = found
         self.used.add(name)
+        self.files.setdefault(name, set()).add(relative)
         target = out / relative
         copy_file(path, target)
         if path.is_symlink():
@@ -490,12 +671,20 @@ def cmd_runtime(args: argparse.Namespace) -> None:
     dynload = merged / "lib-dynload"
     for module in sorted(dynload.glob("*.so")):
         if module.name.split(".", 1)[0] not in stdlib_config["drop_dynload"]:
-            copy_file(module, out / STDLIB / "lib-dynload" / module.name)
+            relative = STDLIB / "lib-dynload" / module.name
+            copy_file(module, out / relative)
+            owner = packages.find(relative.as_posix())
+            if owner:
+                packages.files.setdefault(owner[0], set()).add(relative.as_posix())
     remove(dynload)
     # getpath looks for os.py or os.pyc under the prefix to find the standard library.
     compile_to(merged / "os.py", out / STDLIB / "os.pyc", f"/{STDLIB}/os.py", stdlib_config["optimize"])
     zip_tree(merged, out / STDLIB_ZIP, stdlib_config["optimize"], f"/{STDLIB}", work / "stdlib-pyc")
     (out / SITE).mkdir(parents=True, exist_ok=True)
+
+    # Modules that libraries open at run time (no NEEDED entry names them).
+    for pattern in config.get("runtime", {}).get("dlopen", []):
+        packages.take(pattern.format(triplet=TRIPLETS[args.arch]), out)
 
     # Shared libraries for the interpreter and every extension module (site-packages included).
     copied = resolve_libraries(out, packages, args.arch)
@@ -519,6 +708,17 @@ def cmd_runtime(args: argparse.Namespace) -> None:
     (out / "tmp").mkdir(exist_ok=True)
     (out / "home/nonroot").mkdir(parents=True, exist_ok=True)
 
+    # The packages whose Python modules replaced wheels in site-packages (the deps step): the
+    # files kept as files (extension modules, dist-info) are theirs; the modules in the zip are
+    # not listed.
+    for package in set(config["site-packages"].get("from_debian", {}).values()):
+        packages.used.add(package)
+        tree = packages.roots[package] / "usr/lib/python3/dist-packages"
+        for path in tree.rglob("*"):
+            relative = (SITE / path.relative_to(tree)).as_posix()
+            if path.is_file() and (out / relative).is_file():
+                packages.files.setdefault(package, set()).add(relative)
+
     # Declare every Debian package whose files were copied in, distroless style.
     status_dir = out / "var/lib/dpkg/status.d"
     status_dir.mkdir(parents=True, exist_ok=True)
@@ -538,6 +738,17 @@ def cmd_runtime(args: argparse.Namespace) -> None:
         target = out / f"usr/share/doc/{name}/copyright"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(copyright_file.read_bytes())
+        # Which files in the image are this package's (distroless' <package>.md5sums): scanners
+        # (Trivy, syft) attribute them to the package, so the Debian build of a Python project
+        # is matched against Debian's security tracker, not again as a PyPI distribution. Paths
+        # and digests are those of the files as the image holds them (stripped, relocated).
+        owned = {*packages.files.get(name, ()), f"usr/share/doc/{name}/copyright"}
+        sums = [
+            f"{hashlib.md5((out / relative).read_bytes()).hexdigest()}  {relative}\n"  # noqa: S324
+            for relative in sorted(owned)
+            if (out / relative).is_file() and not (out / relative).is_symlink()
+        ]
+        (status_dir / f"{name}.md5sums").write_text("".join(sums), encoding="utf-8")
     log("Debian packages declared: " + ", ".join(sorted(packages.used)))
 
     set_modes(out)
@@ -546,6 +757,8 @@ def cmd_runtime(args: argparse.Namespace) -> None:
         os.chown(out / "home/nonroot", 65532, 65532)
     except PermissionError:
         pass
+    # Last, over the whole dependency tree (site-packages from the deps step included).
+    log(f"identical files hard-linked: {link_duplicates(out) / 1e6:.2f} MB saved")
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     deps.add_argument("--config", type=Path, required=True)
     deps.add_argument("--out", type=Path, required=True)
     deps.add_argument("--work", type=Path, required=True)
+    deps.add_argument("--debs", type=Path, help="the target's .deb files (for from_debian)")
 
     runtime = commands.add_parser("runtime")
     runtime.add_argument("--debs", type=Path, required=True)

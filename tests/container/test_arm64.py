@@ -18,9 +18,15 @@ def test_arm64_image_is_arm64_and_imports_everything(engine: Engine, arm64_image
         "import json, platform, ssl, sqlite3\n"
         "import uvloop, orjson, asyncpg, greenlet, pydantic_core\n"
         "import sqlalchemy.engine._row_cy as row\n"
+        "import jwt\n"
         "from jwt.algorithms import RSAAlgorithm\n"
+        "from cryptography.hazmat.primitives.asymmetric import ec\n"
         "import pcf_api.app, pcf_api.server\n"
-        "print(json.dumps({'machine': platform.machine(), 'compiled': row._is_compiled()}))\n"
+        "key = ec.generate_private_key(ec.SECP256R1())\n"
+        "token = jwt.encode({'sub': 'probe'}, key, algorithm='ES256')\n"
+        "claims = jwt.decode(token, key.public_key(), algorithms=['ES256'])\n"
+        "print(json.dumps({'machine': platform.machine(), 'compiled': row._is_compiled(),\n"
+        "  'jwt': claims}))\n"
     )
     result = engine.run(
         "run",
@@ -38,6 +44,7 @@ def test_arm64_image_is_arm64_and_imports_everything(engine: Engine, arm64_image
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "machine": "aarch64",
         "compiled": True,
+        "jwt": {"sub": "probe"},
     }
 
 
