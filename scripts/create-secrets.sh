@@ -8,16 +8,16 @@
 #   --from-dir DIR          one file per key: DIR/database-url, DIR/hs256-secret, …
 #   --from-env-file FILE    lines `key=value` (database-url=postgresql+asyncpg://…)
 #   --from-file KEY=PATH    one key (repeatable)
-# Keys: database-url, hs256-secret, spicedb-preshared-key, metrics-password, events-redis-url,
-# rate-limit-storage-url. --require KEY,… (default database-url) lists the keys that must be
-# present and non-empty.
+# Keys: database-url, database-password, hs256-secret, spicedb-preshared-key, metrics-password,
+# events-redis-url, rate-limit-storage-url. --require KEY,… (default database-url) lists the keys
+# that must be present and non-empty.
 #
 #   scripts/create-secrets.sh --namespace pcf-api --from-dir /secure/pcf-api \
 #       --require database-url,metrics-password | kubectl apply -f -
 set -euo pipefail
 
-known_keys=(database-url hs256-secret spicedb-preshared-key metrics-password events-redis-url
-    rate-limit-storage-url)
+known_keys=(database-url database-password hs256-secret spicedb-preshared-key metrics-password
+    events-redis-url rate-limit-storage-url)
 name=pcf-api-secrets
 namespace=""
 require="database-url"

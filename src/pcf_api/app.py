@@ -32,6 +32,7 @@ from pcf_api.middleware import (
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.metrics import METRICS_PATH, Metrics, MetricsEndpoint, health_metrics
 from pcf_api.observability.tracing import Tracing
+from pcf_api.secretfiles import SecretFiles
 
 log = get_logger(__name__)
 
@@ -123,10 +124,17 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         warn_interval=settings.health.warn_interval_seconds,
     )
 
+    # Every secret, re-read from its file when that changes (watched while the app runs).
+    secrets = SecretFiles.from_settings(settings)
     metrics = Metrics(version=__version__, environment=settings.environment)
     metrics.add_source(partial(health_metrics, health))
     tracing = (
-        Tracing(settings.tracing, version=__version__, environment=settings.environment)
+        Tracing(
+            settings.tracing,
+            version=__version__,
+            environment=settings.environment,
+            headers=secrets.get("tracing.headers"),
+        )
         if settings.tracing.enabled
         else None
     )
@@ -134,11 +142,14 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
     # The notes API needs a database; without one configured (unit tests of the core) the
     # service is just its health endpoints. Configuration requires one outside development.
     notes_api = (
-        NotesAPI(settings, health, metrics, tracing) if settings.database.url is not None else None
+        NotesAPI(settings, health, metrics, tracing, secrets)
+        if settings.database.url is not None
+        else None
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        secrets.start()
         if notes_api is not None:
             await notes_api.start()
         else:
@@ -156,14 +167,12 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
                 await notes_api.stop()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
+            await secrets.stop()
             log.info("application stopped")
 
     metrics_settings = settings.metrics
-    password = metrics_settings.password
     metrics_endpoint = MetricsEndpoint(
-        metrics,
-        username=metrics_settings.username,
-        password=password.get_secret_value() if password is not None else None,
+        metrics, username=metrics_settings.username, password=secrets.get("metrics.password")
     )
     middleware = [
         Middleware(
@@ -200,6 +209,7 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         exception_handlers={HTTPException: http_exception},
     )
     app.state.health = health
+    app.state.secrets = secrets
     app.state.notes_api = notes_api
     app.state.metrics = metrics
     if notes_api is not None:

@@ -135,13 +135,15 @@ def _config_show(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     import asyncio
 
+    from pcf_api.secretfiles import SecretFiles
     from pcf_api.store.migrate import run_migrations
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_CONFIG
     _configure_from(loaded.settings)
-    return asyncio.run(run_migrations(loaded.settings.database))
+    secrets = SecretFiles.from_settings(loaded.settings)
+    return asyncio.run(run_migrations(loaded.settings.database, secrets))
 
 
 def _configure_from(settings: Any) -> None:

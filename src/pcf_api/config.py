@@ -5,8 +5,9 @@ pydantic-settings' sources because those merge without recording which layer sup
 value, and both validation errors and ``pcf-api config show`` must name it.
 
 Every secret ``x`` may also be given as ``x_file``: a path whose content is the value (a mounted
-Kubernetes Secret or a Vault Agent file). Files are read at start-up; a changed secret takes
-effect at the next (rolling) restart.
+Kubernetes Secret or a Vault Agent file). Files are read here, at start-up, so that a missing or
+unreadable one stops the process; while it runs, ``pcf_api.secretfiles`` re-reads them when they
+change.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class HealthSettings(Section):
 class DatabaseSettings(Section):
     url: SecretStr | None = None
     url_file: Path | None = None
+    # Replaces the password in ``url`` (a file of its own is easier to rotate than a URL).
+    password: SecretStr | None = None
+    password_file: Path | None = None
     pool_size: int = Field(20, ge=1, le=200)
     max_overflow: int = Field(0, ge=0, le=200)
     pool_timeout_seconds: float = Field(5.0, gt=0, le=60)
@@ -132,6 +136,7 @@ class GraphQLSettings(Section):
 class EventsSettings(Section):
     backend: Literal["auto", "memory", "postgres", "redis"] = "auto"
     redis_url: SecretStr | None = None
+    redis_url_file: Path | None = None
 
 
 # Signing algorithms a bearer token may use. ``none`` is never one of them.
@@ -226,6 +231,7 @@ class RateLimitSettings(Section):
     subscriptions: str = "10/minute"
     search: str = "10/minute"
     storage_url: SecretStr | None = None
+    storage_url_file: Path | None = None
 
     @field_validator("queries", "mutations", "subscriptions", "search")
     @classmethod
@@ -269,6 +275,12 @@ class TracingSettings(Section):
     export_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
 
+class SecretsSettings(Section):
+    """Secrets read from files (``x_file``) are checked for changes this often; 0: never."""
+
+    reload_interval_seconds: float = Field(10.0, ge=0, le=3600)
+
+
 class TestingSettings(Section):
     """Fault injection for the test suite; refused outside development."""
 
@@ -294,6 +306,7 @@ class Settings(Section):
     rate_limit: RateLimitSettings = RateLimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    secrets: SecretsSettings = SecretsSettings()
     testing: TestingSettings = TestingSettings()
 
     @property
@@ -302,16 +315,39 @@ class Settings(Section):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for log redaction. Includes the database password alone."""
-        values = [secret.get_secret_value() for _, secret in _secret_fields(self)]
-        if self.database.url is not None:
-            try:
-                password = urlsplit(self.database.url.get_secret_value()).password
-            except ValueError:  # not parseable as a URL; the whole value is still listed
-                password = None
-            if password:
-                # As written in the URL (percent-encoded) and as the driver will use it.
-                values.extend(dict.fromkeys([password, unquote(password)]))
-        return [value for value in values if value]
+        values: list[str] = []
+        for key, secret in _secret_fields(self):
+            values.extend(redaction_forms(key, secret.get_secret_value()))
+        return values
+
+    def secret_items(self) -> dict[str, str]:
+        """Every configured secret's value, by key (``database.url``, ``auth.hs256_secret``, …)."""
+        return {key: secret.get_secret_value() for key, secret in _secret_fields(self)}
+
+    def secret_files(self) -> dict[str, Path]:
+        """The secrets that were read from a file (``x_file``), by key, with that file."""
+        files: dict[str, Path] = {}
+        for key, _ in _secret_fields(self):
+            section, name = key.split(".")
+            path = getattr(getattr(self, section), name + FILE_SUFFIX, None)
+            if isinstance(path, Path):
+                files[key] = path
+        return files
+
+
+def redaction_forms(key: str, value: str) -> list[str]:
+    """What log redaction must scrub for the secret ``key`` holding ``value``: the value, and for
+    a URL also the password inside it (the driver logs it apart from the URL)."""
+    values = [value]
+    if key.endswith("_url") or key.endswith(".url"):
+        try:
+            password = urlsplit(value).password
+        except ValueError:  # not parseable as a URL; the whole value is still listed
+            password = None
+        if password:
+            # As written in the URL (percent-encoded) and as the driver will use it.
+            values.extend(dict.fromkeys([password, unquote(password)]))
+    return [item for item in values if item]
 
 
 PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -613,9 +649,15 @@ def _resolve_secret_files(merged: Layer, problems: list[str]) -> dict[str, Any]:
 _LAYER_RANK = {"default": 0, "profile": 1, "toml": 2, "env": 3, "cli": 4}
 
 
+def read_secret_file(path: Path) -> str:
+    """A secret file's value: its UTF-8 text without the trailing line break. Raises OSError and
+    UnicodeDecodeError (whose message quotes the bytes: never show it)."""
+    return path.read_text(encoding="utf-8").rstrip("\r\n")
+
+
 def _read_secret_file(key: str, path: Path, source: Source, problems: list[str]) -> str | None:
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return read_secret_file(path)
     except OSError as exc:
         problems.append(f"{key} ({source}): cannot read secret file {path} ({exc.strerror})")
         return None

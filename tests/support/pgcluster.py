@@ -42,6 +42,15 @@ class PrivateCluster:
             capture_output=True,
         )
 
+    def require_passwords(self) -> None:
+        """Every role but ``postgres`` must log in with its password (SCRAM), as in production;
+        ``postgres`` stays trusted for the test's own administration. Call before ``start``."""
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            "host all postgres 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+
     @property
     def url(self) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"

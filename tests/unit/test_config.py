@@ -1193,6 +1193,7 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
         "auth.hs256_secret",
         "authz.spicedb_preshared_key",
         "database.url",
+        "database.password",
         "events.redis_url",
         "metrics.password",
         "rate_limit.storage_url",
@@ -1201,6 +1202,57 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
     assert keys["environment"] is False
     assert keys["auth.hs256_secret_file"] is False
     assert "server.port" in keys
+
+
+def test_every_secret_can_come_from_a_file(tmp_path: Path) -> None:
+    # The Helm chart mounts each of them as a file; a key without its `_file` setting was
+    # refused as an unknown input.
+    secrets = [key for key, secret in known_keys().items() if secret]
+    environ = dict(DEVELOPMENT_ENV)
+    for index, key in enumerate(secrets):
+        path = tmp_path / key
+        path.write_text(f"redis://secret-{index}@cache:6379/0\n")
+        environ["PCF_" + key.upper().replace(".", "__") + "_FILE"] = str(path)
+    settings = load(environ).settings
+
+    assert settings.secret_files() == {key: tmp_path / key for key in secrets}
+    assert settings.secret_items() == {
+        key: f"redis://secret-{index}@cache:6379/0" for index, key in enumerate(secrets)
+    }
+
+
+def test_secret_files_list_only_secrets_read_from_files(tmp_path: Path) -> None:
+    path = tmp_path / "hs256"
+    path.write_text(HS256_SECRET)
+    settings = load(
+        {"PCF_DATABASE__URL": DB_URL, "PCF_AUTH__HS256_SECRET_FILE": str(path)}
+    ).settings
+
+    assert settings.secret_files() == {"auth.hs256_secret": path}
+
+
+def test_redis_url_passwords_are_scrubbed_like_the_database_password() -> None:
+    url = "redis://:r3dis-Pw@cache:6379/0"
+    values = load({**DEVELOPMENT_ENV, "PCF_EVENTS__REDIS_URL": url}).settings.secret_values()
+
+    assert "r3dis-Pw" in values
+
+
+def test_database_password_is_a_secret_of_its_own() -> None:
+    settings = load({**SAFE_PRODUCTION_ENV, "PCF_DATABASE__PASSWORD": "pw-of-its-own"}).settings
+
+    assert settings.database.password is not None
+    assert "pw-of-its-own" in settings.secret_values()
+    assert "pw-of-its-own" not in repr(settings)
+
+
+def test_secret_reload_interval_defaults_to_ten_seconds_and_zero_turns_it_off() -> None:
+    assert load(SAFE_PRODUCTION_ENV).settings.secrets.reload_interval_seconds == 10
+    off = load({**SAFE_PRODUCTION_ENV, "PCF_SECRETS__RELOAD_INTERVAL_SECONDS": "0"})
+    assert off.settings.secrets.reload_interval_seconds == 0
+    assert "secrets.reload_interval_seconds" in config_error(
+        {**SAFE_PRODUCTION_ENV, "PCF_SECRETS__RELOAD_INTERVAL_SECONDS": "-1"}
+    )
 
 
 # --- Redacted view ----------------------------------------------------------------------------

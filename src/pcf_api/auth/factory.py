@@ -23,14 +23,16 @@ from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.policy import AuthorizationBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
 from pcf_api.config import Settings
+from pcf_api.secretfiles import SecretFiles
 
 
-def create_verifier(settings: Settings) -> TokenVerifier | None:
+def create_verifier(settings: Settings, secrets: SecretFiles | None = None) -> TokenVerifier | None:
     """A verifier for the configured key sources; None when none is configured (then every
     bearer token is refused). Keys: ``auth.jwks_path`` (read now; OSError/ValueError when
     unusable), else ``auth.jwks_url``, else discovery from ``auth.issuer``; plus the HS256
-    secret when set."""
+    secret when set (from ``secrets``, so that a rotated one takes effect)."""
     auth = settings.auth
+    secrets = secrets or SecretFiles.from_settings(settings)
     keys: KeySource | None = None
     if auth.jwks_path is not None:
         keys = StaticKeys.from_file(auth.jwks_path)
@@ -42,24 +44,26 @@ def create_verifier(settings: Settings) -> TokenVerifier | None:
             min_refresh_interval=auth.jwks_refresh_min_interval_seconds,
             max_age=auth.jwks_max_age_seconds,
         )
-    secret = auth.hs256_secret.get_secret_value() if auth.hs256_secret is not None else ""
-    if keys is None and not secret:
+    secret = secrets.get("auth.hs256_secret")
+    if secret is not None and not secret.value:
+        secret = None  # empty: no HS256 secret (development; refused elsewhere)
+    if keys is None and secret is None:
         return None
     return TokenVerifier(
         algorithms=auth.allowed_algorithms(),
         issuer=auth.issuer,
         audience=auth.audience,
         leeway=auth.leeway_seconds,
-        hs256_secret=secret or None,
+        hs256_secret=secret,
         keys=keys,
     )
 
 
-def create_authenticator(settings: Settings) -> Authenticator:
+def create_authenticator(settings: Settings, secrets: SecretFiles | None = None) -> Authenticator:
     """Bearer tokens always; the demo identity only in development (production and staging
     already refuse to start with ``auth.demo_user`` set)."""
     demo_user = settings.auth.demo_user if settings.is_development else None
-    return Authenticator(create_verifier(settings), demo_user=demo_user or None)
+    return Authenticator(create_verifier(settings, secrets), demo_user=demo_user or None)
 
 
 def create_authorizer(
@@ -67,16 +71,18 @@ def create_authorizer(
     engine: AsyncEngine,
     *,
     clock: Callable[[], float] = time.monotonic,
+    secrets: SecretFiles | None = None,
 ) -> Authorizer:
     """The configured backend behind the decision cache and the outage rule."""
     authz = settings.authz
     backend: AuthorizationBackend
     if authz.backend == "spicedb":
-        if authz.spicedb_endpoint is None or authz.spicedb_preshared_key is None:
+        key = (secrets or SecretFiles.from_settings(settings)).get("authz.spicedb_preshared_key")
+        if authz.spicedb_endpoint is None or key is None:
             raise ValueError("authz.backend = spicedb needs an endpoint and a pre-shared key")
         backend = SpiceDBBackend(
             authz.spicedb_endpoint,
-            authz.spicedb_preshared_key.get_secret_value(),
+            key,
             timeout=authz.spicedb_timeout_seconds,
             fully_consistent=authz.spicedb_fully_consistent,
             failure_threshold=authz.breaker_failure_threshold,

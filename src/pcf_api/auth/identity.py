@@ -37,6 +37,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from pcf_api.config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.observability.logging import get_logger
+from pcf_api.secretfiles import RotatingSecret, fixed
 
 log = get_logger(__name__)
 
@@ -369,7 +370,7 @@ class TokenVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway: float = 30.0,
-        hs256_secret: str | None = None,
+        hs256_secret: str | RotatingSecret | None = None,
         keys: KeySource | None = None,
         cache_size: int = 10_000,
         cache_seconds: float = VERIFIED_CACHE_SECONDS,
@@ -383,15 +384,23 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
-        self._secret = hs256_secret
+        self._secret = None if hs256_secret is None else fixed("auth.hs256_secret", hs256_secret)
         self.keys = keys
         self._wall_clock = wall_clock
         # Clients send the same token with every request: remember tokens that verified, for a
-        # short while (a removed signing key or rotated secret takes effect within it), so the
-        # signature is checked once rather than per request. Expiry is still checked each time.
+        # short while (a removed signing key takes effect within it), so the signature is
+        # checked once rather than per request. Expiry is still checked each time.
         self._verified: TTLCache[str, Identity] | None = (
             TTLCache(maxsize=cache_size, ttl=cache_seconds) if cache_size > 0 else None
         )
+        if self._secret is not None:
+            # A rotated secret takes effect at once: tokens signed with the old one verified
+            # earlier must not be accepted from memory.
+            self._secret.subscribe(lambda _: self.forget_verified())
+
+    def forget_verified(self) -> None:
+        if self._verified is not None:
+            self._verified.clear()
 
     async def start(self) -> None:
         if self.keys is not None:
@@ -447,7 +456,7 @@ class TokenVerifier:
         if algorithm in HMAC_ALGORITHMS:
             if self._secret is None:
                 raise _invalid_token("The token's signing algorithm is not allowed.")
-            return self._secret
+            return self._secret.value
         if self.keys is None:
             raise _invalid_token("The token's signing algorithm is not allowed.")
         kid = header.get("kid")

@@ -29,6 +29,7 @@ from cachetools import LRUCache
 from pcf_api.auth.policy import NOTE, Action, BackendUnavailable, Relation, Resource, Role
 from pcf_api.observability.logging import get_logger
 from pcf_api.resilience import CircuitBreaker, CircuitOpenError
+from pcf_api.secretfiles import RotatingSecret, fixed
 
 log = get_logger(__name__)
 
@@ -71,7 +72,7 @@ class SpiceDBBackend:
     def __init__(
         self,
         endpoint: str,
-        preshared_key: str,
+        preshared_key: str | RotatingSecret,
         *,
         timeout: float = 2.0,
         fully_consistent: bool = False,
@@ -88,14 +89,20 @@ class SpiceDBBackend:
             clock=clock,
         )
         self.fully_consistent = fully_consistent
+        key = fixed("authz.spicedb_preshared_key", preshared_key)
         self._client = httpx.AsyncClient(
             base_url=endpoint.rstrip("/"),
-            headers={"Authorization": f"Bearer {preshared_key}", "Accept": "application/json"},
+            headers={"Authorization": f"Bearer {key.value}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout),
             transport=transport,
         )
+        key.subscribe(self._use_key)
         self._latest_token: str | None = None
         self._recent_writes: LRUCache[str, bool] = LRUCache(maxsize=RECENT_WRITES)
+
+    def _use_key(self, key: RotatingSecret) -> None:
+        """A rotated pre-shared key: every request from now on carries it."""
+        self._client.headers["Authorization"] = f"Bearer {key.value}"
 
     async def check(self, subject: str, resource: Resource, action: Action) -> bool:
         note_id = _note_id(resource)

@@ -47,7 +47,14 @@ from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
 from pcf_api.observability.tracing import Tracing
 from pcf_api.ratelimit import RateLimiter
-from pcf_api.store.database import create_engine, is_sqlite, wait_for_database
+from pcf_api.secretfiles import SecretFiles
+from pcf_api.store.database import (
+    PasswordSource,
+    create_engine,
+    database_password,
+    is_sqlite,
+    wait_for_database,
+)
 from pcf_api.store.events import EventBroker, create_broker
 from pcf_api.store.migrate import is_current, upgrade_to_head
 from pcf_api.store.notes import NoteStore
@@ -159,7 +166,7 @@ async def _websocket_identity(services: Services, scope: Scope) -> Identity:
     return await services.authenticator.authenticate(authorization, headers.get("x-demo-user"))
 
 
-def _broker_for(settings: Settings) -> EventBroker:
+def _broker_for(settings: Settings, password: PasswordSource | None = None) -> EventBroker:
     backend = settings.events.backend
     database_url = settings.database.url.get_secret_value() if settings.database.url else None
     if backend == "auto":
@@ -168,7 +175,9 @@ def _broker_for(settings: Settings) -> EventBroker:
         if settings.events.redis_url is None:
             raise ValueError("events.backend is redis but events.redis_url is not set")
         return create_broker("redis", settings.events.redis_url.get_secret_value())
-    return create_broker(backend, database_url if backend == "postgres" else None)
+    if backend == "postgres":
+        return create_broker("postgres", database_url, password=password)
+    return create_broker(backend, None)
 
 
 class NotesAPI:
@@ -178,8 +187,10 @@ class NotesAPI:
         health: HealthRegistry,
         metrics: Metrics,
         tracing: Tracing | None = None,
+        secrets: SecretFiles | None = None,
     ) -> None:
         self.settings = settings
+        self.secrets = secrets or SecretFiles.from_settings(settings)
         self.health = health
         self.metrics = metrics if settings.metrics.enabled else None
         self.tracing = tracing
@@ -235,7 +246,8 @@ class NotesAPI:
     async def start(self) -> None:
         """Build the services and begin connecting in the background."""
         database = self.settings.database
-        engine = create_engine(database)
+        password = database_password(self.secrets)  # rotated passwords: new connections use them
+        engine = create_engine(database, password=password)
         store = ResilientNoteStore(
             NoteStore(engine),
             cache_size=database.read_cache_size,
@@ -245,11 +257,11 @@ class NotesAPI:
         self.services = Services(
             settings=self.settings,
             store=store,
-            broker=_broker_for(self.settings),
+            broker=_broker_for(self.settings, password),
             health=self.health,
             subscriptions=SubscriptionCounter(),
-            authenticator=create_authenticator(self.settings),
-            authorizer=create_authorizer(self.settings, engine),
+            authenticator=create_authenticator(self.settings, self.secrets),
+            authorizer=create_authorizer(self.settings, engine, secrets=self.secrets),
             rate_limiter=RateLimiter(self.settings.rate_limit),
             tracing=self.tracing,
         )

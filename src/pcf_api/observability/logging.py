@@ -56,8 +56,13 @@ class SecretScrubber:
         self._needles: tuple[str, ...] = ()
 
     def set_secrets(self, values: Iterable[str]) -> None:
-        self._secrets = tuple(values)
+        self._secrets = tuple(dict.fromkeys(values))
         self._needles = _needles_for(self._secrets)
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Scrub ``values`` too, from the next line on (a rotated secret's new value; the old
+        one stays listed, as lines about the past may still carry it)."""
+        self.set_secrets((*self._secrets, *values))
 
     def scrub(self, line: str) -> str:
         request = request_credentials.get()

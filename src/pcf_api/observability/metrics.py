@@ -37,6 +37,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
+from pcf_api.secretfiles import RotatingSecret, fixed
+
 MAX_OPERATION_NAMES = 20
 OTHER = "other"
 METRICS_PATH = "/metrics"
@@ -217,12 +219,15 @@ def health_metrics(health: HealthReport) -> Iterable[Metric]:
 
 
 class MetricsEndpoint:
-    """``GET /metrics`` in the Prometheus text format, optionally behind HTTP basic auth."""
+    """``GET /metrics`` in the Prometheus text format, optionally behind HTTP basic auth (the
+    password is read at each request, so a rotated one applies at once)."""
 
-    def __init__(self, metrics: Metrics, *, username: str, password: str | None) -> None:
+    def __init__(
+        self, metrics: Metrics, *, username: str, password: str | RotatingSecret | None
+    ) -> None:
         self.metrics = metrics
         self.username = username
-        self.password = password
+        self.password = None if password is None else fixed("metrics.password", password)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.password is not None and not self._authorized(scope):
@@ -250,7 +255,7 @@ class MetricsEndpoint:
             username, _, password = b64decode(encoded, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        expected = self.password or ""
+        expected = self.password.value if self.password is not None else ""
         # Both compared in constant time, so neither leaks through timing.
         user_ok = secrets.compare_digest(username.encode(), self.username.encode())
         password_ok = secrets.compare_digest(password.encode(), expected.encode())

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import httpx
+import requests
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -31,10 +32,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from requests.auth import AuthBase
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.config import TracingSettings
+from pcf_api.secretfiles import RotatingSecret, fixed
 
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
 
@@ -49,8 +52,28 @@ def parse_headers(text: str) -> dict[str, str]:
     return headers
 
 
+class _ExportHeaders(AuthBase):
+    """``tracing.headers`` on every export, read when it is sent (so a rotated API key applies
+    to the next batch). requests applies a session's auth last, so these win over the OTEL_*
+    header variables, as the setting did when it was given to the exporter."""
+
+    def __init__(self, headers: RotatingSecret) -> None:
+        self._headers = headers
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(parse_headers(self._headers.value))
+        return request
+
+
 class Tracing:
-    def __init__(self, settings: TracingSettings, *, version: str, environment: str) -> None:
+    def __init__(
+        self,
+        settings: TracingSettings,
+        *,
+        version: str,
+        environment: str,
+        headers: RotatingSecret | None = None,
+    ) -> None:
         resource = Resource.create(
             {
                 "service.name": settings.service_name,
@@ -61,11 +84,14 @@ class Tracing:
         self.provider = TracerProvider(
             resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
         )
-        headers = settings.headers.get_secret_value() if settings.headers is not None else ""
+        if headers is None and settings.headers is not None:
+            headers = fixed("tracing.headers", settings.headers.get_secret_value())
+        session = None  # the exporter's own, unless there are headers to send
+        if headers is not None:
+            session = requests.Session()
+            session.auth = _ExportHeaders(headers)
         exporter = OTLPSpanExporter(
-            endpoint=settings.endpoint,
-            headers=parse_headers(headers),
-            timeout=settings.export_timeout_seconds,
+            endpoint=settings.endpoint, timeout=settings.export_timeout_seconds, session=session
         )
         self.provider.add_span_processor(
             BatchSpanProcessor(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pcf_api.config import DatabaseSettings
 from pcf_api.observability.logging import get_logger
+from pcf_api.secretfiles import RotatingSecret, SecretFiles
 
 log = get_logger(__name__)
 
@@ -32,8 +34,61 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """An async engine with the configured pool; SQLite gets WAL and a busy timeout."""
+PasswordSource = Callable[[], str | None]
+"""The database password to connect with now (None: the URL's own, if any)."""
+
+
+def database_password(secrets: SecretFiles) -> PasswordSource:
+    """The current password: ``database.password`` when set, else the one in ``database.url``.
+
+    Both may come from files that rotate; each new connection asks again, so a new password is
+    used from its next connection on while open ones keep working. Only the password of a
+    changed ``database.url`` applies while running: a change of host, user or database is
+    logged and waits for a restart.
+    """
+    password = secrets.get("database.password")
+    if password is not None:
+        return lambda: password.value or None
+    url = secrets.get("database.url")
+    if url is None:
+        return lambda: None
+    started_with = _without_password(url.value)
+
+    def other_parts_changed(secret: RotatingSecret) -> None:
+        if _without_password(secret.value) != started_with:
+            log.warning(
+                "database.url changed in more than its password; only the password applies "
+                "until a restart",
+                setting=secret.key,
+            )
+
+    url.subscribe(other_parts_changed)
+    return lambda: _password_of(url.value)
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except sqlalchemy_exc.ArgumentError:  # the watcher keeps parseable URLs only: a backstop
+        return None
+
+
+def _without_password(url: str) -> tuple[object, ...]:
+    try:
+        parsed = make_url(url)
+    except sqlalchemy_exc.ArgumentError:
+        return ()
+    query = tuple(sorted(parsed.query.items()))
+    return parsed.drivername, parsed.username, parsed.host, parsed.port, parsed.database, query
+
+
+def create_engine(
+    settings: DatabaseSettings, *, password: PasswordSource | None = None
+) -> AsyncEngine:
+    """An async engine with the configured pool; SQLite gets WAL and a busy timeout.
+
+    ``password`` is asked for at each new connection (see ``database_password``); without it,
+    ``database.password`` or the URL's password as loaded."""
     url = database_url(settings)
     if is_sqlite(url):
         if url.database and url.database != ":memory:":
@@ -59,7 +114,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
             "statement_timeout": str(int(settings.statement_timeout_seconds * 1000)),
         },
     }
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
@@ -70,6 +125,24 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    if password is None and settings.password is not None:
+        password = partial(_fixed, settings.password.get_secret_value() or None)
+    if password is not None:
+        event.listen(engine.sync_engine, "do_connect", partial(_current_password, password))
+    return engine
+
+
+def _fixed(value: str | None) -> str | None:
+    return value
+
+
+def _current_password(
+    password: PasswordSource, _dialect: Any, _record: Any, _args: Any, params: dict[str, Any]
+) -> None:
+    """SQLAlchemy's ``do_connect`` hook: each new connection logs in with the current password."""
+    current = password()
+    if current is not None:
+        params["password"] = current
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

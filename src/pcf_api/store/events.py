@@ -24,6 +24,7 @@ import random
 import re
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Generic, Literal, NoReturn, Protocol, TypeVar
@@ -400,6 +401,8 @@ class PostgresBroker(_ListeningBroker[_PgListener, Any]):
 
     ``url`` may be SQLAlchemy's form (``postgresql+asyncpg://``). The listener needs a session
     of its own, so it must not go through a transaction-pooling proxy such as PgBouncer.
+    ``password``, when given, is asked for at each new connection (the listener's reconnects and
+    the publishing pool's), so a rotated database password applies to them.
     """
 
     backend = "postgres"
@@ -414,6 +417,7 @@ class PostgresBroker(_ListeningBroker[_PgListener, Any]):
         reconnect_delay: float = 0.5,
         max_reconnect_delay: float = 30.0,
         timeout: float = 10.0,
+        password: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(
             channel=channel,
@@ -424,10 +428,16 @@ class PostgresBroker(_ListeningBroker[_PgListener, Any]):
         )
         self._dsn = _asyncpg_dsn(url)
         self._publish_connections = publish_connections
+        self._password = password
+
+    def _credentials(self) -> dict[str, Any]:
+        """asyncpg calls a callable password at each new connection; without one, the DSN's."""
+        return {} if self._password is None else {"password": self._password}
 
     async def _open_publisher(self) -> Any:
         return await asyncpg.create_pool(
             self._dsn,
+            **self._credentials(),
             min_size=1,
             max_size=self._publish_connections,
             timeout=self._timeout,
@@ -447,7 +457,9 @@ class PostgresBroker(_ListeningBroker[_PgListener, Any]):
         async with asyncio.timeout(self._timeout):
             # Named after the channel, so an operator can tell which listener is whose.
             connection = await asyncpg.connect(
-                self._dsn, server_settings={"application_name": f"pcf_api events {self.channel}"}
+                self._dsn,
+                **self._credentials(),
+                server_settings={"application_name": f"pcf_api events {self.channel}"},
             )
             listener = _PgListener(connection)
             connection.add_termination_listener(lambda _: listener.lost.set())
@@ -571,14 +583,20 @@ class RedisBroker(_ListeningBroker[_RedisListener, Redis]):
         await listener.client.aclose()
 
 
-def create_broker(kind: Literal["memory", "postgres", "redis"], url: str | None) -> EventBroker:
-    """The broker for ``kind``: ``url`` is the database URL for postgres, Redis's for redis."""
+def create_broker(
+    kind: Literal["memory", "postgres", "redis"],
+    url: str | None,
+    *,
+    password: Callable[[], str | None] | None = None,
+) -> EventBroker:
+    """The broker for ``kind``: ``url`` is the database URL for postgres (``password``, the
+    current database password), Redis's for redis."""
     if kind == "memory":
         return MemoryBroker()
     if url is None:
         raise ValueError(f"the {kind} events broker needs a URL")
     if kind == "postgres":
-        return PostgresBroker(url)
+        return PostgresBroker(url, password=password)
     if kind == "redis":
         return RedisBroker(url)
     raise ValueError(f"unknown events broker {kind!r}")

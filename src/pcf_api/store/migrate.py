@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.config import DatabaseSettings
 from pcf_api.observability.logging import get_logger
-from pcf_api.store.database import create_engine, wait_for_database
+from pcf_api.secretfiles import SecretFiles
+from pcf_api.store.database import create_engine, database_password, wait_for_database
 
 log = get_logger(__name__)
 
@@ -110,12 +111,17 @@ def _log_result(before: str | None, after: str | None) -> None:
         log.info("database schema migrated", from_revision=before, to_revision=after)
 
 
-async def run_migrations(settings: DatabaseSettings) -> int:
+async def run_migrations(settings: DatabaseSettings, secrets: SecretFiles | None = None) -> int:
     """`pcf-api migrate`: waits for the database like the server does, then upgrades.
 
+    With ``secrets``, their files are watched meanwhile: a Job that waits for the database
+    while its password is rotated connects with the new one.
     Exit code 0 when the schema is at head afterwards, 1 when the migration failed.
     """
-    engine = create_engine(settings)
+    password = database_password(secrets) if secrets is not None else None
+    engine = create_engine(settings, password=password)
+    if secrets is not None:
+        secrets.start()
     try:
         await wait_for_database(
             engine, initial=settings.retry_initial_seconds, cap=settings.retry_max_seconds
@@ -126,4 +132,6 @@ async def run_migrations(settings: DatabaseSettings) -> int:
         return 1
     finally:
         await engine.dispose()
+        if secrets is not None:
+            await secrets.stop()
     return 0 if revision == head_revision() else 1

@@ -337,6 +337,32 @@ def test_secrets_are_files_by_default() -> None:
     assert [item["key"] for item in volume["secret"]["items"]] == ["database-url", "hs256-secret"]
 
 
+def test_a_database_password_key_of_its_own_is_mounted_and_reloadable() -> None:
+    values = {
+        "secrets": {
+            "keys": {"databasePassword": True},
+            "values": {"databasePassword": "db-pw-rotates-7c1e"},
+        },
+        "config": {"secrets": {"reload_interval_seconds": 5}},
+    }
+    objects = render(values)
+    env = env_of(app_container(objects))
+    assert env["PCF_DATABASE__PASSWORD_FILE"] == "/var/run/secrets/pcf-api/database-password"
+    volume = next(
+        v
+        for v in deployment(objects)["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "secrets"
+    )
+    assert "database-password" in [item["key"] for item in volume["secret"]["items"]]
+    config = one(objects, "ConfigMap", "pcf-api")["data"]
+    assert config["PCF_SECRETS__RELOAD_INTERVAL_SECONDS"] == "5"
+    assert "db-pw-rotates-7c1e" not in json.dumps(config)
+    assert "/config/database" in render_error({"config": {"database": {"password": "x"}}})
+    assert "reload_interval_seconds" in render_error(
+        {"config": {"secrets": {"reload_interval_seconds": -1}}}
+    )
+
+
 def test_secrets_as_env_use_secret_key_refs() -> None:
     env = env_of(app_container(render({"secrets": {"mountAs": "env"}})))
     assert env["PCF_DATABASE__URL"] == {"secretKeyRef": {"name": "pcf-api", "key": "database-url"}}

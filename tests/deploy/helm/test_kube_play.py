@@ -10,6 +10,12 @@ Two podman 4.x limits are worked around on the rendered YAML, not in the chart: 
 host network (to reach the host's PostgreSQL on 127.0.0.1) may not declare container ports, and
 kube play writes a Secret's data base64-encoded into the mounted files, so the secret files come
 from a hostPath directory with the same layout.
+
+Rotation, end to end: a second pod runs against a private PostgreSQL cluster that checks
+passwords (the host's trusts every local connection, which would prove nothing). Its secret
+directory is laid out and updated the way the kubelet updates a Secret volume (``..data`` link
+swap, tests/support/secretdir.py); the password is changed with ALTER ROLE, the `database-url`
+file updated, and the pod keeps answering every request without a restart.
 """
 
 from __future__ import annotations
@@ -17,18 +23,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import psycopg
 import pytest
 import yaml
 
 from support.helm import CHART, ROOT, render
+from support.pgcluster import PrivateCluster
+from support.secretdir import KubeSecretDir
 from support.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -78,9 +90,9 @@ def database() -> Iterator[str]:
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def play_yaml(objects: list[dict[str, Any]], secrets_dir: Path, port: int) -> str:
+def play_yaml(objects: list[dict[str, Any]], secrets_dir: Path, port: int, name: str = NAME) -> str:
     wanted = [o for o in objects if o["kind"] in ("ConfigMap", "Deployment")]
-    wanted = [o for o in wanted if o["metadata"]["name"] == NAME]
+    wanted = [o for o in wanted if o["metadata"]["name"] == name]
     for obj in wanted:
         if obj["kind"] != "Deployment":
             continue
@@ -96,8 +108,7 @@ def play_yaml(objects: list[dict[str, Any]], secrets_dir: Path, port: int) -> st
     return yaml.safe_dump_all(wanted)
 
 
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[str]:
+def require_podman_and_image() -> None:
     for tool in ("podman", "catatonit"):
         if shutil.which(tool) is None and not Path(f"/usr/libexec/podman/{tool}").exists():
             pytest.skip(f"{tool} is not installed")
@@ -105,6 +116,11 @@ def pod(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[str
         ["podman", "image", "exists", IMAGE], env=podman_env(), check=False
     ).returncode:
         pytest.skip(f"image {IMAGE} not built (scripts/build-image.sh)")
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[str]:
+    require_podman_and_image()
     directory = tmp_path_factory.mktemp("kube-play")
     directory.chmod(0o755)
     secrets = directory / "secrets"
@@ -172,3 +188,169 @@ def test_the_helm_test_script_passes_against_it(pod: str, tmp_path: Path) -> Non
         "--entrypoint", "/usr/bin/python3.11", IMAGE, "-I", "/etc/pcf-api-test/check.py",
     )  # fmt: skip
     assert '{"notes": {"totalCount": 0}}' in output
+
+
+# --------------------------------------------------------------------------------------------
+# rotation of the database password while the pod serves
+
+
+ROTATING = f"pcf-api-rotate-{uuid.uuid4().hex[:6]}"
+ROTATING_CONTAINER = f"{ROTATING}-pod-0-pcf-api"
+OLD_PASSWORD = "kube-old-" + uuid.uuid4().hex
+NEW_PASSWORD = "kube-new-" + uuid.uuid4().hex
+LIST = "{ notes(limit: 5) { totalCount } }"
+CREATE = "mutation($i: CreateNoteInput!) { createNote(input: $i) { id } }"
+
+
+@dataclass
+class RotatingPod:
+    url: str
+    cluster: PrivateCluster
+    role: str
+    secrets: KubeSecretDir
+
+    def database_url(self, password: str) -> str:
+        return (
+            f"postgresql+asyncpg://{self.role}:{password}@127.0.0.1:{self.cluster.port}/{self.role}"
+        )
+
+    def admin(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.cluster.dsn, autocommit=True) as connection:
+            cursor = connection.execute(statement.encode(), params or None)
+            return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture(scope="module")
+def rotating_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotatingPod]:
+    require_podman_and_image()
+    cluster = PrivateCluster()
+    cluster.require_passwords()
+    cluster.start()
+    manifest: Path | None = None
+    try:
+        role = f"app_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(cluster.dsn, autocommit=True) as connection:
+            connection.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{OLD_PASSWORD}'".encode())
+            connection.execute(f"CREATE DATABASE {role} OWNER {role}".encode())
+        directory = tmp_path_factory.mktemp("kube-play-rotate")
+        directory.chmod(0o755)
+        rotating = RotatingPod("", cluster, role, KubeSecretDir(directory / "secrets", {}))
+        rotating.secrets.update(
+            {"database-url": rotating.database_url(OLD_PASSWORD), "hs256-secret": SECRET}
+        )
+        for path in [rotating.secrets.root, *rotating.secrets.root.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o444)
+        port, metrics = free_port(), free_port()
+        repository, tag = IMAGE.rsplit(":", 1)
+        objects = render(
+            {
+                "fullnameOverride": ROTATING,
+                "image": {"repository": repository, "tag": tag},
+                "config": {"server": {"port": port}, "metrics": {"port": metrics}},
+                "extraConfig": {
+                    "database": {"auto_migrate": True},
+                    "secrets": {"reload_interval_seconds": 1},
+                    "rate_limit": {"enabled": False},
+                },
+                "autoscaling": {"enabled": False},
+                "replicaCount": 1,
+                "secrets": {
+                    "values": {"databaseUrl": rotating.database_url("x"), "hs256Secret": SECRET}
+                },
+            }
+        )
+        manifest = directory / "kube.yaml"
+        manifest.write_text(play_yaml(objects, rotating.secrets.root, port, ROTATING))
+        podman("kube", "play", "--network", "host", str(manifest))
+        rotating.url = f"http://127.0.0.1:{port}"
+        yield rotating
+    finally:
+        if manifest is not None:
+            podman("kube", "down", str(manifest), check=False)
+        cluster.destroy()
+
+
+def graphql_outcome(client: httpx.Client, count: int) -> str:
+    """One request (creates and lists alternately): "ok", or what went wrong."""
+    if count % 2:
+        note = {"title": f"n{count}", "content": "c", "author": "alice"}
+        body: dict[str, Any] = {"query": CREATE, "variables": {"i": note}}
+    else:
+        body = {"query": LIST}
+    try:
+        answer = client.post("/graphql", json=body)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    ok = answer.status_code == 200 and not answer.json().get("errors")
+    return "ok" if ok else f"{answer.status_code} {answer.text[:200]}"
+
+
+def rotating_logs() -> str:
+    return podman("logs", ROTATING_CONTAINER, check=False)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {what}\n{rotating_logs()[-3000:]}"
+        time.sleep(0.2)
+
+
+def answers_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_rotated_database_password_is_picked_up_without_a_restart_or_a_failed_request(
+    rotating_pod: RotatingPod,
+) -> None:
+    pod = rotating_pod
+    bearer = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, SECRET, "HS256")
+    client = httpx.Client(
+        base_url=pod.url, timeout=10, headers={"Authorization": f"Bearer {bearer}"}
+    )
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+            outcomes.append(graphql_outcome(client, count))
+
+    wait_for(lambda: answers_ready(pod.url), "the pod to be ready")
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: outcomes.count("ok") >= 20, "requests before the rotation")
+        pod.admin(f"ALTER ROLE {pod.role} PASSWORD '{NEW_PASSWORD}'")
+        (changed_at,) = pod.admin("SELECT now()")[0]
+        pod.secrets.update({"database-url": pod.database_url(NEW_PASSWORD), "hs256-secret": SECRET})
+        for path in pod.secrets.current_directory().iterdir():
+            path.chmod(0o444)
+        wait_for(lambda: '"setting":"database.url"' in rotating_logs(), "the rotation to be logged")
+        # More requests at once than the pool holds: new connections, on the new password only.
+        with ThreadPoolExecutor(max_workers=12) as workers:
+            burst = list(workers.map(lambda n: graphql_outcome(client, n), range(2, 50, 2)))
+        assert burst == ["ok"] * len(burst)
+        wait_for(lambda: outcomes.count("ok") >= 80, "requests after the rotation")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        client.close()
+    assert [outcome for outcome in outcomes if outcome != "ok"] == []
+    (opened_since,) = pod.admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND backend_start > %s",
+        pod.role,
+        changed_at,
+    )[0]
+    assert opened_since >= 1
+    restarts = podman("inspect", ROTATING_CONTAINER, "--format", "{{.RestartCount}}").strip()
+    assert restarts == "0"
+    text = rotating_logs()
+    assert '"message":"secret rotated"' in text
+    assert OLD_PASSWORD not in text
+    assert NEW_PASSWORD not in text

@@ -73,6 +73,7 @@ app.kubernetes.io/part-of: pcf-api
 {{/* The secret keys: values key → (file name, setting). Only enabled ones are used. */}}
 {{- define "pcf-api.secretCatalog" -}}
 databaseUrl: {file: database-url, env: PCF_DATABASE__URL}
+databasePassword: {file: database-password, env: PCF_DATABASE__PASSWORD}
 hs256Secret: {file: hs256-secret, env: PCF_AUTH__HS256_SECRET}
 spicedbPresharedKey: {file: spicedb-preshared-key, env: PCF_AUTHZ__SPICEDB_PRESHARED_KEY}
 metricsPassword: {file: metrics-password, env: PCF_METRICS__PASSWORD}
