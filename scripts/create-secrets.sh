@@ -9,7 +9,7 @@
 #   --from-env-file FILE    lines `key=value` (database-url=postgresql+asyncpg://…)
 #   --from-file KEY=PATH    one key (repeatable)
 # Keys: database-url, database-password, hs256-secret, spicedb-preshared-key, metrics-password,
-# events-redis-url, rate-limit-storage-url. --require KEY,… (default database-url) lists the keys
+# events-redis-url, rate-limit-storage-url, tracing-headers. --require KEY,… (default database-url) lists the keys
 # that must be present and non-empty.
 #
 #   scripts/create-secrets.sh --namespace pcf-api --from-dir /secure/pcf-api \
@@ -17,7 +17,7 @@
 set -euo pipefail
 
 known_keys=(database-url database-password hs256-secret spicedb-preshared-key metrics-password
-    events-redis-url rate-limit-storage-url)
+    events-redis-url rate-limit-storage-url tracing-headers)
 name=pcf-api-secrets
 namespace=""
 require="database-url"

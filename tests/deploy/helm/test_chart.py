@@ -464,6 +464,7 @@ def test_external_secret_fills_the_mounted_secret() -> None:
         "metrics-password",
         "events-redis-url",
         "rate-limit-storage-url",
+        "tracing-headers",
     }
     assert all(
         item["remoteRef"]["property"] == item["secretKey"] for item in external["spec"]["data"]
@@ -472,6 +473,7 @@ def test_external_secret_fills_the_mounted_secret() -> None:
     env = env_of(app_container(objects))
     assert env["PCF_AUTHZ__SPICEDB_PRESHARED_KEY_FILE"].endswith("/spicedb-preshared-key")
     assert env["PCF_RATE_LIMIT__STORAGE_URL_FILE"].endswith("/rate-limit-storage-url")
+    assert env["PCF_TRACING__HEADERS_FILE"].endswith("/tracing-headers")
 
 
 # --------------------------------------------------------------------------------------------

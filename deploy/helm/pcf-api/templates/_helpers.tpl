@@ -79,6 +79,7 @@ spicedbPresharedKey: {file: spicedb-preshared-key, env: PCF_AUTHZ__SPICEDB_PRESH
 metricsPassword: {file: metrics-password, env: PCF_METRICS__PASSWORD}
 eventsRedisUrl: {file: events-redis-url, env: PCF_EVENTS__REDIS_URL}
 rateLimitStorageUrl: {file: rate-limit-storage-url, env: PCF_RATE_LIMIT__STORAGE_URL}
+tracingHeaders: {file: tracing-headers, env: PCF_TRACING__HEADERS}
 {{- end -}}
 
 {{/* Enabled secret keys, as a YAML map like secretCatalog. */}}
