@@ -10,8 +10,6 @@ pipeline throughout.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import logging
 import os
 import time
@@ -21,49 +19,25 @@ from typing import Any
 
 import jwt
 import pytest
-import structlog
 
 from pcf_api.auth.identity import AuthenticationError, TokenVerifier
 from pcf_api.config import known_keys, load_settings
-from pcf_api.observability.logging import REDACTED, configure_logging, get_logger, scrubber
+from pcf_api.observability.logging import REDACTED, get_logger
 from pcf_api.secretfiles import LIVE_KEYS, RotatingSecret, SecretFiles
 from pcf_api.store.database import database_password
+from support.logs import LogCapture, capture_logs
 from support.secretdir import KubeSecretDir
 
 OLD = "old-secret-value-0123456789-abcdefghij"
 NEW = "new-secret-value-9876543210-zyxwvutsrq"
 
 
-class Logs:
-    def __init__(self, stream: io.StringIO) -> None:
-        self.stream = stream
-
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def records(self, message: str | None = None) -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in self.text().splitlines() if line.strip()]
-        return [line for line in lines if message is None or line["message"] == message]
-
-
 @pytest.fixture
-def logs() -> Iterator[Logs]:
+def logs() -> Iterator[LogCapture]:
     """The real pipeline, told of the old secret as `pcf-api serve` tells it of the configured
     ones; what it wrote is parsed afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(log_format="json", stream=stream, secrets=[OLD])
-    try:
-        yield Logs(stream)
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
-        structlog.reset_defaults()
-        scrubber.set_secrets(())
+    with capture_logs(secrets=[OLD]) as capture:
+        yield capture
 
 
 def rewrite(path: Path, text: str) -> None:
@@ -82,7 +56,7 @@ def watched(path: Path, key: str = "auth.hs256_secret", **kwargs: Any) -> Rotati
 # --- Change detection -------------------------------------------------------------------------
 
 
-def test_a_rewritten_file_is_a_rotation(tmp_path: Path, logs: Logs) -> None:
+def test_a_rewritten_file_is_a_rotation(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD + "\n")
     secret = watched(path)
@@ -99,7 +73,7 @@ def test_a_rewritten_file_is_a_rotation(tmp_path: Path, logs: Logs) -> None:
     assert line["path"] == str(path)
 
 
-def test_a_kubernetes_secret_volume_update_is_a_rotation(tmp_path: Path, logs: Logs) -> None:
+def test_a_kubernetes_secret_volume_update_is_a_rotation(tmp_path: Path, logs: LogCapture) -> None:
     volume = KubeSecretDir(tmp_path / "secrets", {"hs256-secret": OLD, "database-url": "x://a"})
     secret = watched(volume.path("hs256-secret"))
     first_directory = volume.current_directory()
@@ -113,7 +87,7 @@ def test_a_kubernetes_secret_volume_update_is_a_rotation(tmp_path: Path, logs: L
     assert [line["setting"] for line in logs.records("secret rotated")] == ["auth.hs256_secret"]
 
 
-def test_an_in_place_write_is_seen_too(tmp_path: Path, logs: Logs) -> None:
+def test_an_in_place_write_is_seen_too(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "metrics-password"
     path.write_text(OLD)
     secret = watched(path, "metrics.password")
@@ -125,7 +99,7 @@ def test_an_in_place_write_is_seen_too(tmp_path: Path, logs: Logs) -> None:
     assert secret.value == NEW
 
 
-def test_nothing_changed_is_no_rotation_and_no_log(tmp_path: Path, logs: Logs) -> None:
+def test_nothing_changed_is_no_rotation_and_no_log(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
     secret = watched(path)
@@ -139,7 +113,7 @@ def test_nothing_changed_is_no_rotation_and_no_log(tmp_path: Path, logs: Logs) -
     assert logs.records() == []
 
 
-def test_a_change_before_the_first_check_is_not_missed(tmp_path: Path, logs: Logs) -> None:
+def test_a_change_before_the_first_check_is_not_missed(tmp_path: Path, logs: LogCapture) -> None:
     # The settings read the file at start; the watcher starts a little later.
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
@@ -159,7 +133,9 @@ def test_a_secret_without_a_file_never_changes(tmp_path: Path) -> None:
 # --- Files that cannot be used ----------------------------------------------------------------
 
 
-def test_a_vanished_file_keeps_the_last_value_and_warns_once(tmp_path: Path, logs: Logs) -> None:
+def test_a_vanished_file_keeps_the_last_value_and_warns_once(
+    tmp_path: Path, logs: LogCapture
+) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
     secret = watched(path)
@@ -182,7 +158,7 @@ def test_a_vanished_file_keeps_the_last_value_and_warns_once(tmp_path: Path, log
     assert len(logs.records("secret rotated")) == 1
 
 
-def test_a_file_back_with_the_same_value_is_no_rotation(tmp_path: Path, logs: Logs) -> None:
+def test_a_file_back_with_the_same_value_is_no_rotation(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
     secret = watched(path)
@@ -198,7 +174,7 @@ def test_a_file_back_with_the_same_value_is_no_rotation(tmp_path: Path, logs: Lo
     ]
 
 
-def test_a_vanished_kubernetes_key_keeps_the_last_value(tmp_path: Path, logs: Logs) -> None:
+def test_a_vanished_kubernetes_key_keeps_the_last_value(tmp_path: Path, logs: LogCapture) -> None:
     volume = KubeSecretDir(tmp_path / "secrets", {"hs256-secret": OLD, "other": "x"})
     secret = watched(volume.path("hs256-secret"))
 
@@ -214,7 +190,7 @@ def test_a_vanished_kubernetes_key_keeps_the_last_value(tmp_path: Path, logs: Lo
     [(b"", "empty"), (b"\n", "empty"), (b"\xff\xfe" + NEW.encode(), "not UTF-8 text")],
 )
 def test_an_empty_or_unreadable_file_keeps_the_last_value(
-    tmp_path: Path, logs: Logs, content: bytes, reason: str
+    tmp_path: Path, logs: LogCapture, content: bytes, reason: str
 ) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
@@ -232,7 +208,9 @@ def test_an_empty_or_unreadable_file_keeps_the_last_value(
     assert NEW not in logs.text()
 
 
-def test_a_directory_in_place_of_the_file_keeps_the_last_value(tmp_path: Path, logs: Logs) -> None:
+def test_a_directory_in_place_of_the_file_keeps_the_last_value(
+    tmp_path: Path, logs: LogCapture
+) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
     secret = watched(path)
@@ -244,7 +222,7 @@ def test_a_directory_in_place_of_the_file_keeps_the_last_value(tmp_path: Path, l
     assert logs.records()[0]["reason"] == "Is a directory"
 
 
-def test_a_value_the_setting_refuses_is_not_used(tmp_path: Path, logs: Logs) -> None:
+def test_a_value_the_setting_refuses_is_not_used(tmp_path: Path, logs: LogCapture) -> None:
     # Outside development a short HS256 secret is refused at start; so it is when rotated to.
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
@@ -268,7 +246,9 @@ def test_a_value_the_setting_refuses_is_not_used(tmp_path: Path, logs: Logs) -> 
 
 
 @pytest.mark.parametrize("broken", ["postgresql://app:pw@db:notaport/x", "no scheme at all"])
-def test_a_url_that_does_not_parse_is_not_used(tmp_path: Path, logs: Logs, broken: str) -> None:
+def test_a_url_that_does_not_parse_is_not_used(
+    tmp_path: Path, logs: LogCapture, broken: str
+) -> None:
     path = tmp_path / "database-url"
     path.write_text("postgresql+asyncpg://app:pw@db/app")
     settings = load_settings(
@@ -289,7 +269,9 @@ def test_a_url_that_does_not_parse_is_not_used(tmp_path: Path, logs: Logs, broke
 # --- What the log says, and what it never says ------------------------------------------------
 
 
-def test_the_rotation_line_names_the_secret_and_never_its_value(tmp_path: Path, logs: Logs) -> None:
+def test_the_rotation_line_names_the_secret_and_never_its_value(
+    tmp_path: Path, logs: LogCapture
+) -> None:
     path = tmp_path / "database-password"
     path.write_text(OLD)
     secret = watched(path, "database.password")
@@ -304,7 +286,7 @@ def test_the_rotation_line_names_the_secret_and_never_its_value(tmp_path: Path, 
     assert NEW not in logs.text()
 
 
-def test_redaction_learns_the_new_value_and_keeps_the_old(tmp_path: Path, logs: Logs) -> None:
+def test_redaction_learns_the_new_value_and_keeps_the_old(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
     secret = watched(path)
@@ -325,7 +307,9 @@ def test_redaction_learns_the_new_value_and_keeps_the_old(tmp_path: Path, logs: 
     assert logs.text().count(NEW) == 1  # only the line written before the rotation
 
 
-def test_a_rotated_database_url_teaches_redaction_its_password(tmp_path: Path, logs: Logs) -> None:
+def test_a_rotated_database_url_teaches_redaction_its_password(
+    tmp_path: Path, logs: LogCapture
+) -> None:
     path = tmp_path / "database-url"
     path.write_text("postgresql+asyncpg://app:old-pw-1@db:5432/app")
     secret = watched(path, "database.url")
@@ -337,7 +321,7 @@ def test_a_rotated_database_url_teaches_redaction_its_password(tmp_path: Path, l
     assert logs.records(f"connect failed for {REDACTED} ({REDACTED})")
 
 
-def test_a_setting_read_at_start_only_says_so(tmp_path: Path, logs: Logs) -> None:
+def test_a_setting_read_at_start_only_says_so(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "events-redis-url"
     path.write_text("redis://:one@cache/0")
     secret = watched(path, "events.redis_url", live="events.redis_url" in LIVE_KEYS)
@@ -355,7 +339,7 @@ def test_a_setting_read_at_start_only_says_so(tmp_path: Path, logs: Logs) -> Non
 
 
 def test_subscribers_hear_of_each_rotation_once_even_if_one_fails(
-    tmp_path: Path, logs: Logs
+    tmp_path: Path, logs: LogCapture
 ) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
@@ -404,7 +388,7 @@ def test_a_rotated_hs256_secret_verifies_new_tokens_and_refuses_old_ones_at_once
 
 
 def test_a_changed_database_url_applies_its_password_and_warns_about_the_rest(
-    tmp_path: Path, logs: Logs
+    tmp_path: Path, logs: LogCapture
 ) -> None:
     path = tmp_path / "database-url"
     path.write_text("postgresql+asyncpg://app:pw-one@db:5432/app")
@@ -477,7 +461,9 @@ def test_every_configured_secret_is_there_and_file_ones_are_watched(tmp_path: Pa
 
 
 @pytest.mark.anyio
-async def test_the_watcher_applies_a_change_within_its_interval(tmp_path: Path, logs: Logs) -> None:
+async def test_the_watcher_applies_a_change_within_its_interval(
+    tmp_path: Path, logs: LogCapture
+) -> None:
     volume = KubeSecretDir(tmp_path / "secrets", {"hs256-secret": OLD})
     secret = RotatingSecret("auth.hs256_secret", OLD, volume.path("hs256-secret"))
     secrets = SecretFiles([secret], interval=0.05)
