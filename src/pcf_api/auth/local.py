@@ -22,7 +22,7 @@ from pcf_api.auth.policy import (
     Role,
     relations_granting,
 )
-from pcf_api.store.database import is_unavailable
+from pcf_api.store.database import is_unavailable, pool_is_busy
 from pcf_api.store.tables import note_relationships
 
 T = TypeVar("T")
@@ -125,6 +125,10 @@ class LocalBackend:
         return await self._read(run)
 
     async def ping(self) -> None:
+        """One round trip; none while requests hold every pooled connection (they show the
+        database answers, and a ping would only queue behind them)."""
+        if pool_is_busy(self.engine):
+            return
         await self._read(_select_one)
 
     async def aclose(self) -> None:

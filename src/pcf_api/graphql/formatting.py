@@ -1,7 +1,8 @@
 """GraphQL errors as clients see them: a stable code, trace id and timestamp, nothing internal.
 
 Resolvers raise AppError for anything the client should know about. Database failures become
-DATABASE_ERROR, time-outs TIMEOUT, and anything else INTERNAL_ERROR with a generic message —
+DATABASE_ERROR, time-outs TIMEOUT, no free pooled connection (overload) SERVICE_UNAVAILABLE,
+and anything else INTERNAL_ERROR with a generic message —
 the exception itself is logged under the same trace id, never sent.
 """
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pcf_api.errors import AppError, ErrorCode, default_message, utc_timestamp
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.tracecontext import current_span_id
-from pcf_api.store.database import is_statement_timeout
+from pcf_api.store.database import is_pool_exhausted, is_statement_timeout
 
 log = get_logger(__name__)
 
@@ -30,6 +31,8 @@ def error_code(error: GraphQLError) -> ErrorCode:
         isinstance(original, SQLAlchemyError) and is_statement_timeout(original)
     ):
         return ErrorCode.TIMEOUT
+    if is_pool_exhausted(original):
+        return ErrorCode.SERVICE_UNAVAILABLE
     if isinstance(original, SQLAlchemyError | ConnectionError):
         return ErrorCode.DATABASE_ERROR
     return ErrorCode.INTERNAL_ERROR

@@ -156,9 +156,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 def is_unavailable(exc: BaseException) -> bool:
     """Whether an error means "the database cannot be reached" rather than "this query is wrong".
 
-    Only such errors make writes wait and reads fall back to the cache.
+    Only such errors make writes wait and reads fall back to the cache. A request that found
+    every pooled connection busy (SQLAlchemy's pool time-out) is not one: the database answers,
+    this instance is overloaded (see ``is_pool_exhausted``).
     """
-    if isinstance(exc, OSError | TimeoutError | sqlalchemy_exc.TimeoutError):
+    if isinstance(exc, OSError | TimeoutError):
         return True
     if isinstance(exc, sqlalchemy_exc.DBAPIError):
         if is_statement_timeout(exc):
@@ -169,6 +171,17 @@ def is_unavailable(exc: BaseException) -> bool:
             return True
         return isinstance(exc.orig, OSError | TimeoutError) or _cannot_connect_now(exc.orig)
     return False
+
+
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """No pooled connection came free within ``database.pool_timeout_seconds``: overload."""
+    return isinstance(exc, sqlalchemy_exc.TimeoutError)
+
+
+def pool_is_busy(engine: AsyncEngine) -> bool:
+    """Every connection the pool keeps is in use by a request right now."""
+    pool: Any = engine.pool
+    return bool(pool.checkedout() >= pool.size())
 
 
 def is_statement_timeout(exc: BaseException) -> bool:

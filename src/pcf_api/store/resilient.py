@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.observability.logging import get_logger
 from pcf_api.resilience import Availability, WriteGate
-from pcf_api.store.database import is_unavailable, ping
+from pcf_api.store.database import is_unavailable, ping, pool_is_busy
 from pcf_api.store.models import Note, new_note_id
 from pcf_api.store.notes import Deletion, NotePage, NoteStore
 
@@ -63,7 +63,13 @@ class ResilientNoteStore:
         return self.store.engine
 
     async def check(self) -> None:
-        """The readiness check: a ping that also keeps the availability state current."""
+        """The readiness check: a ping that also keeps the availability state current.
+
+        With every pooled connection busy and the database up, there is no ping: it would
+        queue behind the requests (and time out under load, taking every replica out of
+        service at the peak), while those requests already show that the database answers."""
+        if self.availability.is_up and pool_is_busy(self.engine):
+            return
         try:
             await ping(self.engine)
         except Exception as exc:

@@ -1,0 +1,51 @@
+"""Overload is not an outage: with every pooled connection busy, a request that cannot get one
+within ``database.pool_timeout_seconds`` is answered SERVICE_UNAVAILABLE (retry shortly), the
+database is not marked down (no cache fallback, writes do not queue), and readiness stays
+healthy — under load, every replica taking itself out of service would only move the load."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import pytest
+
+from pcf_api.app import create_app
+from pcf_api.health import Status
+
+from .conftest import GraphQLClient, running, settings_for
+
+pytestmark = pytest.mark.anyio
+
+NOTES = "{ notes(limit: 5) { totalCount } }"
+
+
+async def test_a_busy_pool_answers_service_unavailable_and_stays_ready(database_url) -> None:
+    settings = settings_for(
+        database_url,
+        PCF_DATABASE__POOL_SIZE="2",
+        PCF_DATABASE__POOL_TIMEOUT_SECONDS="0.3",
+        PCF_HEALTH__CHECK_TIMEOUT_SECONDS="1",
+    )
+    app = create_app(settings)
+    async with running(app) as http:
+        client = GraphQLClient(http)
+        await client.create()
+        notes_api = app.state.notes_api
+        engine = notes_api.services.store.engine
+        async with AsyncExitStack() as held:
+            for _ in range(engine.pool.size()):
+                await held.enter_async_context(engine.connect())
+
+            body = (await client.post(NOTES)).json()
+            (error,) = body["errors"]
+            assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            assert notes_api.services.store.availability.is_up  # not taken for an outage
+
+            began = asyncio.get_running_loop().time()
+            await app.state.health.check_all()
+            assert asyncio.get_running_loop().time() - began < 0.5  # no ping queued behind
+            assert app.state.health.status() is Status.HEALTHY
+
+        data = await client.data(NOTES)
+        assert data["notes"]["totalCount"] == 1
