@@ -3,42 +3,27 @@ two steps of a few seconds against a pcf-api it starts on PostgreSQL, driven by 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from support.databases import ADMIN_DSN
+from support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = ROOT / "bench" / "load"
 
 
-def load(name: str) -> ModuleType:
-    if name in sys.modules and getattr(sys.modules[name], "__file__", "") == str(
-        LOAD / f"{name}.py"
-    ):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, LOAD / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-load("stepreport")
-load("workload")
-run = load("run")
+load_script(LOAD / "stepreport.py")
+load_script(LOAD / "workload.py")
+run = load_script(LOAD / "run.py")
 
 
 def test_the_server_gets_the_settings_the_chart_gives_a_pod() -> None:

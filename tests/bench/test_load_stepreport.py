@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from support.scripts import load_script
 
 LOAD = Path(__file__).resolve().parents[2] / "bench" / "load"
 
 
-def load(name: str) -> ModuleType:
-    if name in sys.modules and getattr(sys.modules[name], "__file__", "") == str(
-        LOAD / f"{name}.py"
-    ):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, LOAD / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # run.py imports it by this name
-    spec.loader.exec_module(module)
-    return module
-
-
-sr = load("stepreport")
+sr = load_script(LOAD / "stepreport.py")
 
 
 def test_plan_rounds_users_up_and_keeps_the_order() -> None:

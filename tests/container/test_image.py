@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from support.scripts import load_script
 
 from .conftest import ROOT, Engine
 
@@ -18,16 +17,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 # The ceilings of the image issue; scripts/build-image.sh enforces the same by default.
 MAX_UNCOMPRESSED_MB = 50
 MAX_COMPRESSED_MB = 50
-
-
-def script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_configuration_is_what_the_specification_says(engine: Engine, image: str) -> None:
@@ -55,7 +44,7 @@ def test_configuration_is_what_the_specification_says(engine: Engine, image: str
 
 
 def test_size_is_within_budget(image_archive: Path, tmp_path: Path, capsys) -> None:
-    report = script("image_report")
+    report = load_script(ROOT / "scripts" / "image_report.py")
     figures_file = tmp_path / "figures.json"
     code = report.main(
         [
@@ -82,12 +71,12 @@ def test_size_is_within_budget(image_archive: Path, tmp_path: Path, capsys) -> N
 
 
 def test_hardening_checks_pass(image_archive: Path) -> None:
-    findings = script("image_checks").run(str(image_archive))
+    findings = load_script(ROOT / "scripts" / "image_checks.py").run(str(image_archive))
     assert findings == {name: [] for name in findings}, findings
 
 
 def test_every_shipped_debian_package_is_declared(image_archive: Path) -> None:
-    checks = script("image_checks")
+    checks = load_script(ROOT / "scripts" / "image_checks.py")
     image = checks.load(str(image_archive))
     status = {
         Path(path).name: entry.data.decode()

@@ -4,31 +4,20 @@ from a synthetic load curve, the inputs read from the chart and the alert rules,
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from support.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_capacity() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("capacity", ROOT / "scripts" / "capacity.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["capacity"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-cap = load_capacity()
+cap = load_script(ROOT / "scripts" / "capacity.py")
 Policy, Rules, HpaSpec, Hpa = cap.Policy, cap.Rules, cap.HpaSpec, cap.Hpa
 
 PERMISSIVE_DOWN = Rules(0, "Max", (Policy("Percent", 100, 15),))

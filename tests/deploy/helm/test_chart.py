@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import sys
@@ -31,6 +30,7 @@ from support.helm import (
     template_text,
     tool,
 )
+from support.scripts import load_script
 
 # Value sets every structural test runs on: (id, values, ci files).
 VALUE_SETS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
@@ -706,13 +706,7 @@ def test_readme_parameter_table_is_current() -> None:
 
 
 def test_every_value_is_documented() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "helm_readme", ROOT / "scripts" / "helm-readme.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "scripts" / "helm-readme.py", "helm_readme")
     text = (CHART / "values.yaml").read_text()
     documented = {path for path, _ in module.documented_keys(text)}
 
