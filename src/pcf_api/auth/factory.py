@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from pcf_api.auth.authorizer import Authorizer, DecisionCache
 from pcf_api.auth.identity import (
     Authenticator,
@@ -24,6 +22,7 @@ from pcf_api.auth.policy import AuthorizationBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
 from pcf_api.config import Settings
 from pcf_api.secretfiles import SecretFiles
+from pcf_api.store.database import Database
 
 
 def create_verifier(settings: Settings, secrets: SecretFiles | None = None) -> TokenVerifier | None:
@@ -68,7 +67,7 @@ def create_authenticator(settings: Settings, secrets: SecretFiles | None = None)
 
 def create_authorizer(
     settings: Settings,
-    engine: AsyncEngine,
+    database: Database,
     *,
     clock: Callable[[], float] = time.monotonic,
     secrets: SecretFiles | None = None,
@@ -90,7 +89,7 @@ def create_authorizer(
             clock=clock,
         )
     else:
-        backend = LocalBackend(engine)
+        backend = LocalBackend(database)
     cache = DecisionCache(
         ttl=authz.cache_ttl_seconds,
         maxsize=authz.cache_size,

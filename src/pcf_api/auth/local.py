@@ -6,12 +6,11 @@ so a check is one indexed lookup and a list filter one SELECT. Works on SQLite a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pcf_api.auth.policy import (
     NOTE,
@@ -22,7 +21,7 @@ from pcf_api.auth.policy import (
     Role,
     relations_granting,
 )
-from pcf_api.store.database import is_unavailable, pool_is_busy
+from pcf_api.store.database import Database, Work, is_unavailable
 from pcf_api.store.tables import note_relationships
 
 T = TypeVar("T")
@@ -35,9 +34,9 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        dialect = engine.dialect.name
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        dialect = database.dialect_name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the local authorization backend does not support {dialect}")
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -53,8 +52,8 @@ class LocalBackend:
             .where(_rel.relation.in_([relation.value for relation in relations]))
         )
 
-        async def run(connection: AsyncConnection) -> bool:
-            return (await connection.execute(query)).first() is not None
+        def run(connection: Connection) -> bool:
+            return connection.execute(query).first() is not None
 
         return await self._read(run)
 
@@ -71,17 +70,14 @@ class LocalBackend:
             _rel.relation.in_([relation.value for relation in relations]),
         )
 
-        async def run(connection: AsyncConnection) -> set[Resource]:
-            result = await connection.execute(query)
-            return {by_id[row.note_id] for row in result}
+        def run(connection: Connection) -> set[Resource]:
+            return {by_id[row.note_id] for row in connection.execute(query)}
 
         return await self._read(run)
 
-    async def create(
-        self, note_id: str, owner: str, *, connection: AsyncConnection | None = None
-    ) -> None:
-        """Make ``owner`` the owner. Pass ``connection`` to write in the caller's transaction
-        (with the note itself); otherwise this commits on its own."""
+    async def create(self, note_id: str, owner: str) -> None:
+        """Make ``owner`` the owner. (A note created through the store gets its owner row in
+        the note's own transaction: ``NoteStore.create``.)"""
         statement = self._insert(note_relationships).values(
             note_id=note_id, subject=owner, relation=Relation.OWNER.value
         )
@@ -89,7 +85,7 @@ class LocalBackend:
             index_elements=[_rel.note_id, _rel.subject],
             set_={"relation": Relation.OWNER.value},
         )
-        await self._write(statement, connection)
+        await self._write(statement)
 
     async def share(self, note_id: str, subject: str, role: Role) -> None:
         statement = self._insert(note_relationships).values(
@@ -111,15 +107,15 @@ class LocalBackend:
             )
         )
 
-    async def delete(self, note_id: str, *, connection: AsyncConnection | None = None) -> None:
-        await self._write(delete(note_relationships).where(_rel.note_id == note_id), connection)
+    async def delete(self, note_id: str) -> None:
+        await self._write(delete(note_relationships).where(_rel.note_id == note_id))
 
     async def relation_of(self, note_id: str, subject: str) -> Relation | None:
         """The subject's relation to the note, if any (for tests and diagnostics)."""
         query = select(_rel.relation).where(_rel.note_id == note_id, _rel.subject == subject)
 
-        async def run(connection: AsyncConnection) -> Relation | None:
-            value = (await connection.execute(query)).scalar()
+        def run(connection: Connection) -> Relation | None:
+            value = connection.execute(query).scalar()
             return None if value is None else Relation(value)
 
         return await self._read(run)
@@ -127,37 +123,35 @@ class LocalBackend:
     async def ping(self) -> None:
         """One round trip; none while requests hold every pooled connection (they show the
         database answers, and a ping would only queue behind them)."""
-        if pool_is_busy(self.engine):
+        if self.database.pool_is_busy():
             return
         await self._read(_select_one)
 
     async def aclose(self) -> None:
-        """The engine belongs to the application; nothing to close here."""
+        """The database belongs to the application; nothing to close here."""
 
-    async def _read(self, run: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _read(self, run: Work[T]) -> T:
         try:
-            async with self.engine.connect() as connection:
-                return await run(connection)
+            return await self.database.read(run)
         except Exception as exc:
             if is_unavailable(exc):
                 raise BackendUnavailable(type(exc).__name__) from exc
             raise
 
-    async def _write(self, statement: Any, connection: AsyncConnection | None = None) -> None:
-        if connection is not None:
-            await connection.execute(statement)
-            return
+    async def _write(self, statement: Any) -> None:
+        def run(connection: Connection) -> None:
+            connection.execute(statement)
+
         try:
-            async with self.engine.begin() as own:
-                await own.execute(statement)
+            await self.database.write(run)
         except Exception as exc:
             if is_unavailable(exc):
                 raise BackendUnavailable(type(exc).__name__) from exc
             raise
 
 
-async def _select_one(connection: AsyncConnection) -> None:
-    await connection.execute(select(1))
+def _select_one(connection: Connection) -> None:
+    connection.execute(select(1))
 
 
 def _note_id(resource: Resource) -> str:

@@ -50,7 +50,7 @@ from pcf_api.ratelimit import RateLimiter
 from pcf_api.secretfiles import SecretFiles
 from pcf_api.store.database import (
     PasswordSource,
-    create_engine,
+    create_database,
     database_password,
     is_sqlite,
     wait_for_database,
@@ -247,9 +247,9 @@ class NotesAPI:
         """Build the services and begin connecting in the background."""
         database = self.settings.database
         password = database_password(self.secrets)  # rotated passwords: new connections use them
-        engine = create_engine(database, password=password)
+        notes_database = create_database(database, password=password)
         store = ResilientNoteStore(
-            NoteStore(engine),
+            NoteStore(notes_database),
             cache_size=database.read_cache_size,
             write_queue_size=database.write_queue_size,
             write_wait_seconds=database.write_wait_seconds,
@@ -261,7 +261,7 @@ class NotesAPI:
             health=self.health,
             subscriptions=SubscriptionCounter(),
             authenticator=create_authenticator(self.settings, self.secrets),
-            authorizer=create_authorizer(self.settings, engine, secrets=self.secrets),
+            authorizer=create_authorizer(self.settings, notes_database, secrets=self.secrets),
             rate_limiter=RateLimiter(self.settings.rate_limit),
             tracing=self.tracing,
         )
@@ -274,10 +274,10 @@ class NotesAPI:
                 "identity_keys", self.services.authenticator.check_keys, critical=False
             )
         if self.metrics is not None:
-            instrument_engine(engine, self.metrics)
+            instrument_engine(notes_database, self.metrics)
             self.metrics.add_source(partial(service_metrics, self.services))
         if self.tracing is not None:
-            self.tracing.instrument_engine(engine)
+            self.tracing.instrument_engine(notes_database)
             for client in (
                 self.services.authenticator.http_client,
                 self.services.authorizer.backend_http_client,
@@ -302,7 +302,7 @@ class NotesAPI:
         services = self.services
         if services is None:
             return
-        engine = services.store.engine
+        engine = services.store.database.engine
         database = self.settings.database
         await wait_for_database(
             engine, initial=database.retry_initial_seconds, cap=database.retry_max_seconds
@@ -342,4 +342,4 @@ class NotesAPI:
             await self.services.authenticator.aclose()
             await self.services.authorizer.aclose()
             await self.services.store.close()
-            await self.services.store.engine.dispose()
+            await self.services.store.database.dispose()

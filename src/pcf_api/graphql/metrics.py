@@ -11,18 +11,18 @@ from typing import Any
 from graphql import GraphQLResolveInfo, GraphQLSchema
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.graphql.context import Services
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracing import Tracing, recording, statement_kind
 from pcf_api.ratelimit import Budget
+from pcf_api.store.database import Database
 
 
 def service_metrics(services: Services) -> Iterable[Metric]:
     """Subscriptions, the connection pool, the write queue, the authorization cache and the
     rate limiter, as they are at this scrape."""
-    pool: Any = services.store.engine.pool
+    pool: Any = services.store.database.pool
     gate = services.store.gate
     authorizer = services.authorizer
     yield _gauge(
@@ -70,7 +70,7 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
-def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> None:
+def instrument_engine(database: Database, metrics: Metrics) -> None:
     """Count and time every SQL statement, labelled by its kind (select, insert, …, other)."""
 
     def before(*args: Any) -> None:
@@ -83,8 +83,9 @@ def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> None:
         if started is not None:
             metrics.observe_query(statement_kind(statement), time.perf_counter() - started)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
-    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    for engine in database.statement_engines:
+        event.listen(engine, "before_cursor_execute", before)
+        event.listen(engine, "after_cursor_execute", after)
 
 
 Resolver = Callable[..., Any]

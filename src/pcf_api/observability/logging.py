@@ -71,7 +71,8 @@ class SecretScrubber:
         for needle in needles:
             if needle in line:
                 line = line.replace(needle, REDACTED)
-        line = _CREDENTIAL_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", line)
+        if _may_name_a_scheme(line):
+            line = _CREDENTIAL_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", line)
         # A replacement can itself complete a needle: a secret that is part of the marker, or one
         # that forms again across the marker's edge. Cutting them out shortens the line each
         # round, so this ends, and it ends with none left.
@@ -79,6 +80,12 @@ class SecretScrubber:
             for needle in needles:
                 line = line.replace(needle, "")
         return line
+
+
+def _may_name_a_scheme(line: str) -> bool:
+    """A cheap test before the case-insensitive regex, which costs ≈ 5 µs on every line."""
+    lowered = line.lower()
+    return "bearer" in lowered or "basic" in lowered or "digest" in lowered
 
 
 def _needles_for(values: Iterable[str]) -> tuple[str, ...]:

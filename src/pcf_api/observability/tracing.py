@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
@@ -34,10 +34,12 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from requests.auth import AuthBase
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.config import TracingSettings
 from pcf_api.secretfiles import RotatingSecret, fixed
+
+if TYPE_CHECKING:
+    from pcf_api.store.database import Database
 
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
 
@@ -124,10 +126,10 @@ class Tracing:
         """Outbound HTTP spans, and ``traceparent`` sent along."""
         HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
 
-    def instrument_engine(self, engine: AsyncEngine) -> None:
+    def instrument_engine(self, database: Database) -> None:
         """A client span per SQL statement (its kind and the statement with placeholders)."""
         tracer = self.tracer
-        system = "postgresql" if engine.dialect.name == "postgresql" else engine.dialect.name
+        system = database.dialect_name
 
         def before(*args: Any) -> None:
             if not recording():
@@ -157,9 +159,10 @@ class Tracing:
                 span.set_status(Status(StatusCode.ERROR, failure))
                 span.end()
 
-        event.listen(engine.sync_engine, "before_cursor_execute", before)
-        event.listen(engine.sync_engine, "after_cursor_execute", after)
-        event.listen(engine.sync_engine, "handle_error", failed)
+        for engine in database.statement_engines:
+            event.listen(engine, "before_cursor_execute", before)
+            event.listen(engine, "after_cursor_execute", after)
+            event.listen(engine, "handle_error", failed)
 
     def shutdown(self) -> None:
         """Export what is buffered, then stop (called when the application stops)."""

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import random
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+import sqlalchemy
+from sqlalchemy import Connection, Engine, Pool, event, text
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -20,6 +24,7 @@ from pcf_api.secretfiles import RotatingSecret, SecretFiles
 
 log = get_logger(__name__)
 
+T = TypeVar("T")
 
 SQLITE_POOL_SIZE = 2
 
@@ -153,6 +158,158 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+Work = Callable[[Connection], T]
+"""A unit of database work: a synchronous function of a SQLAlchemy connection that returns
+plain values (it reads every row it needs before returning)."""
+
+
+class Database:
+    """Where the store and the local authorizer run their SQL: each operation is one ``Work``
+    function, run in one go.
+
+    Why not ``AsyncConnection.execute`` throughout: aiosqlite hops to its connection's thread
+    and back for every driver call (cursor, execute, fetch, close, and the rollback on release:
+    five for one read), and those hops were ≈ 20 % of a notes query's CPU (docs/benchmarks.md).
+    On SQLite an operation therefore runs whole on a synchronous pysqlite engine in a thread
+    pool, one hop per operation. asyncpg is native asyncio: on PostgreSQL the same function runs
+    in the async engine (``AsyncConnection.run_sync``).
+
+    ``engine``, the async engine, stays for start-up, migrations and the readiness ping.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
+        self.engine = engine
+        self._threaded = _ThreadedSQLite(engine.url, settings) if is_sqlite(engine.url) else None
+        # Reads are single statements: on PostgreSQL, autocommit spares them the BEGIN and
+        # ROLLBACK round trips.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
+
+    @property
+    def dialect_name(self) -> str:
+        return str(self.engine.dialect.name)
+
+    @property
+    def statement_engines(self) -> tuple[Engine, ...]:
+        """Every engine statements run on, for event listeners (metrics, tracing, tests)."""
+        if self._threaded is None:
+            return (self.engine.sync_engine,)
+        return (self.engine.sync_engine, self._threaded.engine)
+
+    @property
+    def pool(self) -> Pool:
+        """The pool that serves requests."""
+        return self._threaded.engine.pool if self._threaded is not None else self.engine.pool
+
+    def pool_is_busy(self) -> bool:
+        """Every connection the pool keeps is in use by a request right now."""
+        pool: Any = self.pool
+        return bool(pool.checkedout() >= pool.size())
+
+    async def read(self, work: Work[T]) -> T:
+        """``work`` on a connection without a transaction of its own (autocommit on
+        PostgreSQL; SQLite opens none for a SELECT)."""
+        if self._threaded is not None:
+            return await self._threaded.run(work, transaction=False)
+        async with self._reader.connect() as connection:
+            return await connection.run_sync(work)
+
+    async def write(self, work: Work[T]) -> T:
+        """``work`` in a transaction, committed when it returns, rolled back when it raises."""
+        if self._threaded is not None:
+            return await self._threaded.run(work, transaction=True)
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    async def ping(self) -> None:
+        """One round trip through the pool that serves requests; raises when it fails."""
+        await self.read(_select_one)
+
+    async def dispose(self) -> None:
+        if self._threaded is not None:
+            await asyncio.to_thread(self._threaded.close)
+        await self.engine.dispose()
+
+
+def _select_one(connection: Connection) -> None:
+    connection.execute(text("SELECT 1"))
+
+
+class _ThreadedSQLite:
+    """A pysqlite engine and one thread per pooled connection.
+
+    Admission is counted on the event loop: a request that finds every connection busy waits
+    at most ``pool_timeout_seconds`` and then fails like SQLAlchemy's own pool (its
+    ``TimeoutError``, which the API answers as SERVICE_UNAVAILABLE). A slot comes free when the
+    thread is done, not when the caller stops waiting: a cancelled request's statement still
+    holds its connection until it ends.
+    """
+
+    def __init__(self, url: URL, settings: DatabaseSettings) -> None:
+        self.size = SQLITE_POOL_SIZE
+        self.pool_timeout = settings.pool_timeout_seconds
+        self.engine = sqlalchemy.create_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            pool_size=self.size,
+            max_overflow=0,
+            pool_timeout=settings.pool_timeout_seconds,
+            connect_args={"timeout": settings.connect_timeout_seconds, "check_same_thread": False},
+        )
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._threads = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="sqlite")
+        self._slots = asyncio.Semaphore(self.size)
+
+    async def run(self, work: Work[T], *, transaction: bool) -> T:
+        loop = asyncio.get_running_loop()
+        await self._admit()
+        try:
+            # The caller's context goes along: log lines and spans of the statements belong to
+            # the request that made them.
+            running = self._threads.submit(
+                contextvars.copy_context().run, self._call, work, transaction
+            )
+        except BaseException:
+            self._slots.release()
+            raise
+        running.add_done_callback(partial(self._free_slot, loop))
+        return await asyncio.wrap_future(running)
+
+    async def _admit(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(self.pool_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise sqlalchemy_exc.TimeoutError(
+                f"all {self.size} SQLite connections stayed busy for {self.pool_timeout:g} s"
+            ) from None
+
+    def _free_slot(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(self._slots.release)
+
+    def _call(self, work: Work[T], transaction: bool) -> T:
+        connect = self.engine.begin if transaction else self.engine.connect
+        with connect() as connection:
+            return work(connection)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def create_database(
+    settings: DatabaseSettings, *, password: PasswordSource | None = None
+) -> Database:
+    """The engine (see ``create_engine``) and the way operations run on it."""
+    return Database(create_engine(settings, password=password), settings)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether an error means "the database cannot be reached" rather than "this query is wrong".
 
@@ -176,12 +333,6 @@ def is_unavailable(exc: BaseException) -> bool:
 def is_pool_exhausted(exc: BaseException) -> bool:
     """No pooled connection came free within ``database.pool_timeout_seconds``: overload."""
     return isinstance(exc, sqlalchemy_exc.TimeoutError)
-
-
-def pool_is_busy(engine: AsyncEngine) -> bool:
-    """Every connection the pool keeps is in use by a request right now."""
-    pool: Any = engine.pool
-    return bool(pool.checkedout() >= pool.size())
 
 
 def is_statement_timeout(exc: BaseException) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.sql import Select
 
+from pcf_api.store.database import Database
 from pcf_api.store.models import Note, new_note_id
 from pcf_api.store.tables import note_relationships, notes
 
@@ -117,30 +118,22 @@ def _like_pattern(text: str) -> str:
 
 
 class NoteStore:
-    """Reads and writes notes. Raises SQLAlchemy errors as they come; callers decide policy."""
+    """Reads and writes notes. Raises SQLAlchemy errors as they come; callers decide policy.
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        # Reads are single statements: on PostgreSQL, autocommit spares them the BEGIN and
-        # ROLLBACK round trips. (SQLite's driver opens no transaction for a SELECT anyway.)
-        self._reader = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
+    Each operation is one unit of work on ``Database`` (see there why): the functions below
+    the class, run whole, on one connection."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     async def get(self, note_id: str) -> Note | None:
-        async with self._reader.connect() as connection:
-            row = (await connection.execute(_BY_ID, {"id": note_id})).first()
-        return _note(row) if row is not None else None
+        return await self.database.read(partial(_get, note_id))
 
     async def get_many(self, note_ids: Sequence[str]) -> dict[str, Note]:
         """Notes by id in one SELECT (the DataLoader's batch function)."""
         if not note_ids:
             return {}
-        async with self._reader.connect() as connection:
-            result = await connection.execute(_BY_IDS, {"ids": list(dict.fromkeys(note_ids))})
-            return {row.id: _note(row) for row in result}
+        return await self.database.read(partial(_get_many, list(dict.fromkeys(note_ids))))
 
     async def page(
         self, *, limit: int, offset: int, author: str | None = None, reader: str | None = None
@@ -153,15 +146,7 @@ class NoteStore:
         if reader is not None:
             parameters["reader"] = reader
         variant = (author is not None, reader is not None)
-        async with self._reader.connect() as connection:
-            rows = (await connection.execute(_PAGES[variant], parameters)).all()
-            if rows:
-                return NotePage([_note(row) for row in rows], int(rows[0].total))
-            if not offset:
-                return NotePage([], 0)
-            # Past the end the count has no row to ride on: ask separately.
-            total = (await connection.execute(_COUNTS[variant], parameters)).scalar_one()
-        return NotePage([], int(total))
+        return await self.database.read(partial(_page, variant, parameters))
 
     async def search(self, text: str, *, limit: int, reader: str | None = None) -> list[Note]:
         """Case-insensitive substring match over title and content, newest first; with
@@ -178,8 +163,7 @@ class NoteStore:
             by_reader=reader is not None,
         )
         query = query.order_by(*_NEWEST_FIRST).limit(limit)
-        async with self._reader.connect() as connection:
-            return [_note(row) for row in await connection.execute(query, {"reader": reader})]
+        return await self.database.read(partial(_notes, query, {"reader": reader}))
 
     async def create(
         self,
@@ -196,23 +180,7 @@ class NoteStore:
         one (the local authorization backend)."""
         now = datetime.now(UTC)
         note = Note(note_id or new_note_id(), title, content, author, now, now)
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                insert(notes).values(
-                    id=note.id,
-                    title=title,
-                    content=content,
-                    author=author,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            if owner is not None:
-                await connection.execute(
-                    insert(note_relationships).values(
-                        note_id=note.id, subject=owner, relation=OWNER
-                    )
-                )
+        await self.database.write(partial(_insert, note, owner))
         return note
 
     async def update(
@@ -224,21 +192,67 @@ class NoteStore:
             values["title"] = title
         if content is not None:
             values["content"] = content
-        async with self.engine.begin() as connection:
-            result = await connection.execute(
-                update(notes).where(notes.c.id == note_id).values(**values).returning(*_COLUMNS)
-            )
-            row = result.first()
-        return _note(row) if row is not None else None
+        statement = update(notes).where(notes.c.id == note_id).values(**values)
+        return await self.database.write(partial(_update, statement.returning(*_COLUMNS)))
 
     async def delete(self, note_id: str) -> Deletion:
         """Delete a note and, in the same transaction, its local relationship rows."""
-        async with self.engine.begin() as connection:
-            result = await connection.execute(delete(notes).where(notes.c.id == note_id))
-            removed = await connection.execute(
-                delete(note_relationships)
-                .where(note_relationships.c.note_id == note_id)
-                .returning(note_relationships.c.subject)
-            )
-            readers = tuple(sorted(removed.scalars()))
-        return Deletion(found=bool(result.rowcount), readers=readers)
+        return await self.database.write(partial(_delete, note_id))
+
+
+def _get(note_id: str, connection: Connection) -> Note | None:
+    row = connection.execute(_BY_ID, {"id": note_id}).first()
+    return _note(row) if row is not None else None
+
+
+def _get_many(note_ids: list[str], connection: Connection) -> dict[str, Note]:
+    return {row.id: _note(row) for row in connection.execute(_BY_IDS, {"ids": note_ids})}
+
+
+def _page(
+    variant: tuple[bool, bool], parameters: dict[str, Any], connection: Connection
+) -> NotePage:
+    rows = connection.execute(_PAGES[variant], parameters).all()
+    if rows:
+        return NotePage([_note(row) for row in rows], int(rows[0].total))
+    if not parameters["offset"]:
+        return NotePage([], 0)
+    # Past the end the count has no row to ride on: ask separately.
+    return NotePage([], int(connection.execute(_COUNTS[variant], parameters).scalar_one()))
+
+
+def _notes(query: Select[Any], parameters: dict[str, Any], connection: Connection) -> list[Note]:
+    return [_note(row) for row in connection.execute(query, parameters)]
+
+
+def _insert(note: Note, owner: str | None, connection: Connection) -> None:
+    connection.execute(
+        insert(notes).values(
+            id=note.id,
+            title=note.title,
+            content=note.content,
+            author=note.author,
+            created_at=note.created_at,
+            updated_at=note.updated_at,
+        )
+    )
+    if owner is not None:
+        connection.execute(
+            insert(note_relationships).values(note_id=note.id, subject=owner, relation=OWNER)
+        )
+
+
+def _update(statement: Any, connection: Connection) -> Note | None:
+    row = connection.execute(statement).first()
+    return _note(row) if row is not None else None
+
+
+def _delete(note_id: str, connection: Connection) -> Deletion:
+    result = connection.execute(delete(notes).where(notes.c.id == note_id))
+    removed = connection.execute(
+        delete(note_relationships)
+        .where(note_relationships.c.note_id == note_id)
+        .returning(note_relationships.c.subject)
+    )
+    readers = tuple(sorted(removed.scalars()))
+    return Deletion(found=bool(result.rowcount), readers=readers)

@@ -18,12 +18,11 @@ from typing import TypeVar
 
 from cachetools import LRUCache
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.observability.logging import get_logger
 from pcf_api.resilience import Availability, WriteGate
-from pcf_api.store.database import is_unavailable, ping, pool_is_busy
+from pcf_api.store.database import Database, is_unavailable
 from pcf_api.store.models import Note, new_note_id
 from pcf_api.store.notes import Deletion, NotePage, NoteStore
 
@@ -59,8 +58,8 @@ class ResilientNoteStore:
         self._prober: asyncio.Task[None] | None = None
 
     @property
-    def engine(self) -> AsyncEngine:
-        return self.store.engine
+    def database(self) -> Database:
+        return self.store.database
 
     async def check(self) -> None:
         """The readiness check: a ping that also keeps the availability state current.
@@ -68,10 +67,10 @@ class ResilientNoteStore:
         With every pooled connection busy and the database up, there is no ping: it would
         queue behind the requests (and time out under load, taking every replica out of
         service at the peak), while those requests already show that the database answers."""
-        if self.availability.is_up and pool_is_busy(self.engine):
+        if self.availability.is_up and self.database.pool_is_busy():
             return
         try:
-            await ping(self.engine)
+            await self.database.ping()
         except Exception as exc:
             if is_unavailable(exc):
                 self._went_down(type(exc).__name__)
@@ -186,7 +185,7 @@ class ResilientNoteStore:
         """Ping until the database answers, then let waiting writes through."""
         while not self.availability.is_up:
             try:
-                await ping(self.engine)
+                await self.database.ping()
             except Exception:  # noqa: BLE001 - still down; try again shortly
                 await asyncio.sleep(self.probe_interval)
             else:

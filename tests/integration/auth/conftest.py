@@ -9,24 +9,15 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.policy import AuthorizationBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
 from pcf_api.config import DatabaseSettings
-from pcf_api.store.database import create_engine
+from pcf_api.store.database import create_database
 from pcf_api.store.migrate import upgrade_to_head
 from support.databases import postgres_database
 from support.spicedb_server import PRESHARED_KEY, SpiceDBServer
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)))
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ async def backend(
             url = f"sqlite+aiosqlite:///{tmp_path}/authz.db"
         else:
             url = stack.enter_context(postgres_database())
-        engine = create_engine(DatabaseSettings(url=SecretStr(url)))
-        await upgrade_to_head(engine)
-        yield LocalBackend(engine)
-        await engine.dispose()
+        database = create_database(DatabaseSettings(url=SecretStr(url)))
+        await upgrade_to_head(database.engine)
+        yield LocalBackend(database)
+        await database.dispose()

@@ -1,6 +1,6 @@
 """The embedded backend's storage (spec: auth/local.py and migration 0002), on SQLite and on
 PostgreSQL: the migration gives existing notes their owners, a list is filtered in one SELECT,
-writes can join the caller's transaction, and an unreachable database is an outage."""
+and an unreachable database is an outage."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import event, insert, inspect, select
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.policy import Action, BackendUnavailable, Relation, Resource, Role
 from pcf_api.config import DatabaseSettings
-from pcf_api.store.database import create_engine
+from pcf_api.store.database import Database, create_database, create_engine
 from pcf_api.store.migrate import alembic_config, current_revision, upgrade_to_head
 from pcf_api.store.tables import note_relationships, notes
 from support.databases import postgres_database
@@ -29,7 +28,8 @@ pytestmark = pytest.mark.anyio
 async def test_the_migration_makes_every_existing_author_the_owner_of_their_notes(
     database_url: str,
 ) -> None:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)))
+    database = create_database(DatabaseSettings(url=SecretStr(database_url)))
+    engine = database.engine
     try:
         async with engine.begin() as connection:
             await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0001"))
@@ -58,11 +58,11 @@ async def test_the_migration_makes_every_existing_author_the_owner_of_their_note
             ("notes:1", "ann", "owner"),
             ("notes:2", "bob", "owner"),
         ]
-        backend = LocalBackend(engine)
+        backend = LocalBackend(database)
         assert await backend.check("ann", Resource.note("notes:1"), Action.DELETE)
         assert not await backend.check("bob", Resource.note("notes:1"), Action.READ)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 async def test_the_migration_indexes_subjects_and_can_be_undone(database_url: str) -> None:
@@ -91,15 +91,15 @@ async def test_the_migration_indexes_subjects_and_can_be_undone(database_url: st
 
 
 @pytest.fixture
-async def engine(database_url: str) -> Any:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)))
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
+async def database(database_url: str) -> Any:
+    database = create_database(DatabaseSettings(url=SecretStr(database_url)))
+    await upgrade_to_head(database.engine)
+    yield database
+    await database.dispose()
 
 
-async def test_a_list_is_filtered_with_one_select(engine: AsyncEngine) -> None:
-    backend = LocalBackend(engine)
+async def test_a_list_is_filtered_with_one_select(database: Database) -> None:
+    backend = LocalBackend(database)
     for number in range(5):
         await backend.create(f"notes:{number}", "ann" if number % 2 else "bob")
     await backend.share("notes:0", "ann", Role.READER)
@@ -108,20 +108,22 @@ async def test_a_list_is_filtered_with_one_select(engine: AsyncEngine) -> None:
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    for engine in database.statement_engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         readable = await backend.filter(
             "ann", Action.READ, [Resource.note(f"notes:{n}") for n in range(5)]
         )
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        for engine in database.statement_engines:
+            event.remove(engine, "before_cursor_execute", record)
 
     assert readable == {Resource.note(n) for n in ("notes:0", "notes:1", "notes:3")}
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
 
 
-async def test_share_and_unshare_leave_the_owner_row_alone(engine: AsyncEngine) -> None:
-    backend = LocalBackend(engine)
+async def test_share_and_unshare_leave_the_owner_row_alone(database: Database) -> None:
+    backend = LocalBackend(database)
     await backend.create("notes:1", "ann")
 
     await backend.share("notes:1", "ann", Role.READER)
@@ -135,24 +137,8 @@ async def test_share_and_unshare_leave_the_owner_row_alone(engine: AsyncEngine) 
     assert await backend.relation_of("notes:1", "bob") is None
 
 
-async def test_the_owner_can_be_written_in_the_callers_transaction(engine: AsyncEngine) -> None:
-    backend = LocalBackend(engine)
-
-    async with engine.connect() as connection:
-        await backend.create("notes:9", "ann", connection=connection)
-        await connection.rollback()
-    assert await backend.relation_of("notes:9", "ann") is None
-
-    async with engine.begin() as connection:
-        await backend.create("notes:9", "ann", connection=connection)
-    assert await backend.relation_of("notes:9", "ann") is Relation.OWNER
-    async with engine.begin() as connection:
-        await backend.delete("notes:9", connection=connection)
-    assert await backend.relation_of("notes:9", "ann") is None
-
-
-async def test_nothing_grants_create_on_an_existing_note(engine: AsyncEngine) -> None:
-    backend = LocalBackend(engine)
+async def test_nothing_grants_create_on_an_existing_note(database: Database) -> None:
+    backend = LocalBackend(database)
     await backend.create("notes:1", "ann")
 
     assert not await backend.check("ann", Resource.note("notes:1"), Action.CREATE)
@@ -165,8 +151,8 @@ async def test_nothing_grants_create_on_an_existing_note(engine: AsyncEngine) ->
 
 async def test_an_unreachable_database_is_an_outage_and_other_errors_are_not() -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none"
-    engine = create_engine(DatabaseSettings(url=SecretStr(url), connect_timeout_seconds=1))
-    backend = LocalBackend(engine)
+    database = create_database(DatabaseSettings(url=SecretStr(url), connect_timeout_seconds=1))
+    backend = LocalBackend(database)
     try:
         with pytest.raises(BackendUnavailable):
             await backend.ping()
@@ -175,28 +161,25 @@ async def test_an_unreachable_database_is_an_outage_and_other_errors_are_not() -
         with pytest.raises(BackendUnavailable):
             await backend.share("notes:1", "bob", Role.READER)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 async def test_a_database_error_that_is_no_outage_propagates() -> None:
     with postgres_database() as url:
-        engine = create_engine(DatabaseSettings(url=SecretStr(url)))
-        backend = LocalBackend(engine)  # not migrated: the table does not exist
+        database = create_database(DatabaseSettings(url=SecretStr(url)))
+        backend = LocalBackend(database)  # not migrated: the table does not exist
         try:
             with pytest.raises(ProgrammingError, match="note_relationships"):
                 await backend.check("ann", Resource.note("notes:1"), Action.READ)
             with pytest.raises(ProgrammingError, match="note_relationships"):
                 await backend.delete("notes:1")
         finally:
-            await engine.dispose()
+            await database.dispose()
 
 
 def test_only_sqlite_and_postgresql_are_supported() -> None:
-    class Dialect:
-        name = "mysql"
-
-    class Engine:
-        dialect = Dialect()
+    class OtherDatabase:
+        dialect_name = "mysql"
 
     with pytest.raises(ValueError, match="mysql"):
-        LocalBackend(Engine())  # type: ignore[arg-type]
+        LocalBackend(OtherDatabase())  # type: ignore[arg-type]

@@ -156,19 +156,21 @@ async def test_many_notes_by_id_in_one_query_are_read_and_authorized_in_one_sele
 ) -> None:
     ids = [(await client.create(title=f"n{i}"))["id"] for i in range(5)]
     statements: list[str] = []
-    engine = app.state.notes_api.services.store.engine
+    engines = app.state.notes_api.services.store.database.statement_engines
 
     def record(*args: object) -> None:
         statements.append(str(args[2]))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     query = (
         "{ "
         + " ".join(f'n{i}: note(id: "{note_id}") {{ id }}' for i, note_id in enumerate(ids))
         + " }"
     )
     data = await client.data(query)
-    event.remove(engine.sync_engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", record)
 
     assert [data[f"n{i}"]["id"] for i in range(5)] == ids
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]

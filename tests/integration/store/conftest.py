@@ -6,22 +6,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.config import DatabaseSettings
-from pcf_api.store.database import create_engine
+from pcf_api.store.database import Database, create_database
 from pcf_api.store.migrate import upgrade_to_head
 from pcf_api.store.notes import NoteStore
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=SecretStr(database_url)))
-    await upgrade_to_head(engine)
-    yield engine
-    await engine.dispose()
+async def database(database_url: str) -> AsyncIterator[Database]:
+    database = create_database(DatabaseSettings(url=SecretStr(database_url)))
+    await upgrade_to_head(database.engine)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> NoteStore:
-    return NoteStore(engine)
+def store(database: Database) -> NoteStore:
+    return NoteStore(database)

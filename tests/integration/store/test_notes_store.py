@@ -34,7 +34,8 @@ async def test_get_of_an_unknown_id_is_none(store: NoteStore) -> None:
 async def test_pages_are_newest_first_with_the_total_in_one_query(store: NoteStore) -> None:
     ids = [(await store.create(title=f"n{i}", content="c", author="a")).id for i in range(5)]
     statements: list[str] = []
-    event.listen(store.engine.sync_engine, "before_cursor_execute", _record(statements))
+    for engine in store.database.statement_engines:
+        event.listen(engine, "before_cursor_execute", _record(statements))
 
     page = await store.page(limit=2, offset=1)
 
@@ -82,7 +83,8 @@ async def test_search_treats_wildcards_literally(store: NoteStore) -> None:
 async def test_get_many_is_one_select_for_many_ids(store: NoteStore) -> None:
     ids = [(await store.create(title=f"n{i}", content="c", author="a")).id for i in range(4)]
     statements: list[str] = []
-    event.listen(store.engine.sync_engine, "before_cursor_execute", _record(statements))
+    for engine in store.database.statement_engines:
+        event.listen(engine, "before_cursor_execute", _record(statements))
     found = await store.get_many([*ids, ids[0], "notes:missing"])
     assert set(found) == set(ids)
     assert len(statements) == 1

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from pcf_api.auth.authorizer import Authorizer
 from pcf_api.auth.factory import create_authenticator, create_authorizer, create_verifier
@@ -39,8 +38,9 @@ from pcf_api.auth.identity import (
 )
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
-from pcf_api.config import AuthSettings, AuthzSettings, Settings
+from pcf_api.config import AuthSettings, AuthzSettings, DatabaseSettings, Settings
 from pcf_api.errors import ErrorCode
+from pcf_api.store.database import create_database
 from support.jwks_server import SigningKey, ec_key, rsa_key
 
 pytestmark = pytest.mark.anyio
@@ -624,10 +624,11 @@ async def test_the_demo_identity_exists_only_in_development() -> None:
         await staging.authenticate(None)
 
 
-async def test_the_authorizer_uses_the_configured_backend_and_cache() -> None:
-    engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+async def test_the_authorizer_uses_the_configured_backend_and_cache(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/authz.db"
+    database = create_database(DatabaseSettings(url=SecretStr(url)))
     local = create_authorizer(
-        Settings(authz=AuthzSettings(cache_ttl_seconds=60, stale_window_seconds=30)), engine
+        Settings(authz=AuthzSettings(cache_ttl_seconds=60, stale_window_seconds=30)), database
     )
     spicedb = create_authorizer(
         Settings(
@@ -638,7 +639,7 @@ async def test_the_authorizer_uses_the_configured_backend_and_cache() -> None:
                 breaker_failure_threshold=2,
             )
         ),
-        engine,
+        database,
     )
     try:
         assert isinstance(local, Authorizer)
@@ -648,7 +649,7 @@ async def test_the_authorizer_uses_the_configured_backend_and_cache() -> None:
         assert isinstance(spicedb.backend, SpiceDBBackend)
         assert spicedb.backend.breaker.failure_threshold == 2
         with pytest.raises(ValueError, match="endpoint"):
-            create_authorizer(Settings(authz=AuthzSettings(backend="spicedb")), engine)
+            create_authorizer(Settings(authz=AuthzSettings(backend="spicedb")), database)
     finally:
         await spicedb.aclose()
-        await engine.dispose()
+        await database.dispose()
