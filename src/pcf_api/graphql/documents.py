@@ -91,6 +91,10 @@ class DocumentCache:
         self._cache: LRUCache[str, PreparedDocument] = LRUCache(maxsize=max(size, 1))
         self._enabled = size > 0
 
+    def cached(self, query: str) -> PreparedDocument | None:
+        """The prepared document when ``query`` was prepared before and is still cached."""
+        return self._cache.get(query) if self._enabled else None
+
     def prepare(self, query: str) -> PreparedDocument:
         """Parse, analyse and validate ``query``; raises AppError when it is too large.
 

@@ -20,7 +20,7 @@ import re
 import secrets
 from base64 import b64decode
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +38,8 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 from pcf_api.secretfiles import RotatingSecret, fixed
+
+M = TypeVar("M", Counter, Histogram)
 
 MAX_OPERATION_NAMES = 20
 OTHER = "other"
@@ -85,6 +87,25 @@ class OperationNames:
             self._known.add(name)
             return name
         return OTHER
+
+
+class _Children(Generic[M]):
+    """A labelled metric's children by label values, looked up once each.
+
+    ``labels()`` checks the values and takes a lock on every call, several times per request;
+    the label sets are bounded (``OperationNames``, route templates, status codes), so this is
+    too. Safe from several threads: a lost race only asks ``labels()`` twice for the same child.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class _Sources(Collector):
@@ -160,25 +181,32 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._http_requests = _Children(self.http_requests)
+        self._http_duration = _Children(self.http_duration)
+        self._graphql_requests = _Children(self.graphql_requests)
+        self._graphql_duration = _Children(self.graphql_duration)
+        self._database_queries = _Children(self.database_queries)
+        self._database_duration = _Children(self.database_duration)
+
     def add_source(self, source: Source) -> None:
         """A callable producing metric families from some component's state, at each scrape."""
         self._sources.sources.append(source)
 
     def observe_http(self, method: str, path: str, status: int, seconds: float) -> None:
         method, route = method_label(method), route_label(path)
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(method, route).observe(seconds)
+        self._http_requests(method, route, str(status)).inc()
+        self._http_duration(method, route).observe(seconds)
 
     def observe_graphql(
         self, operation_type: str, operation_name: str | None, status: str, seconds: float
     ) -> None:
         name = self.operation_names.label(operation_name)
-        self.graphql_requests.labels(operation_type, name, status).inc()
-        self.graphql_duration.labels(operation_type, name).observe(seconds)
+        self._graphql_requests(operation_type, name, status).inc()
+        self._graphql_duration(operation_type, name).observe(seconds)
 
     def observe_query(self, operation: str, seconds: float) -> None:
-        self.database_queries.labels(operation).inc()
-        self.database_duration.labels(operation).observe(seconds)
+        self._database_queries(operation).inc()
+        self._database_duration(operation).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

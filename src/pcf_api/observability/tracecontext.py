@@ -50,6 +50,7 @@ def trace_id_for_request(traceparent: str | None) -> str:
 
 
 def current_span_id() -> str | None:
-    """The id (16 hex digits) of the OpenTelemetry span active now, if tracing made one."""
-    context = trace.get_current_span().get_span_context()
-    return f"{context.span_id:016x}" if context.is_valid else None
+    """The id (16 hex digits) of the OpenTelemetry span active now, if it is recorded. An
+    unsampled request's span is never exported: its id would lead nowhere."""
+    span = trace.get_current_span()
+    return f"{span.get_span_context().span_id:016x}" if span.is_recording() else None

@@ -16,8 +16,8 @@ separately and are not recorded), GraphQL variables and headers are not recorded
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from pcf_api.store.database import Database
 
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
+_PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -106,21 +108,21 @@ class Tracing:
         self, name: str, headers: list[tuple[bytes, bytes]], attributes: Mapping[str, Any]
     ) -> Span:
         """The request's span, a child of the caller's ``traceparent`` when there is one."""
-        carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
-        parent: Context = extract(carrier)
+        parent: Context | None = None
+        if any(key in _PROPAGATED for key, _ in headers):
+            parent = extract(
+                {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
+            )
         return self.tracer.start_span(
             name, context=parent, kind=SpanKind.SERVER, attributes=dict(attributes)
         )
 
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Span | None]:
+    def span(self, name: str, **attributes: Any) -> AbstractContextManager[Span | None]:
         """A child of the current span; nothing at all when the request is not sampled, so an
         unsampled request (9 in 10 at ratio 0.1) costs one check per would-be span."""
         if not recording():
-            yield None
-            return
-        with self.tracer.start_as_current_span(name, attributes=attributes) as span:
-            yield span
+            return _NO_SPAN
+        return self.tracer.start_as_current_span(name, attributes=attributes)
 
     def instrument_client(self, client: httpx.AsyncClient) -> None:
         """Outbound HTTP spans, and ``traceparent`` sent along."""
@@ -188,4 +190,4 @@ def optional_span(
     tracing: Tracing | None, name: str, attributes: Mapping[str, Any]
 ) -> AbstractContextManager[Span | None]:
     """``tracing.span`` when tracing is on, else nothing."""
-    return nullcontext() if tracing is None else tracing.span(name, **attributes)
+    return _NO_SPAN if tracing is None else tracing.span(name, **attributes)

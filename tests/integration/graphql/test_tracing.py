@@ -125,11 +125,17 @@ async def test_no_secret_reaches_a_span(database_url: str, receiver: OtlpReceive
 async def test_unsampled_requests_keep_their_trace_id_and_export_nothing(
     database_url: str, receiver: OtlpReceiver
 ) -> None:
-    async with running(traced(database_url, receiver, ratio="0")) as http:  # type: ignore[arg-type]
-        response = await GraphQLClient(http).post("{ notes { totalCount } }")
+    with capture_logs() as logs:
+        async with running(traced(database_url, receiver, ratio="0")) as http:  # type: ignore[arg-type]
+            response = await GraphQLClient(http).post("{ notes { totalCount } }")
     assert response.status_code == 200
-    assert len(response.headers["x-trace-id"]) == 32
+    trace_id = response.headers["x-trace-id"]
+    assert len(trace_id) == 32
     assert receiver.received() == []
+    # The logs still carry the trace id, and no span id that would lead nowhere.
+    lines = [line for line in logs.records() if line.get("trace_id") == trace_id]
+    assert any(line["message"] == "request" for line in lines)
+    assert all("span_id" not in line for line in lines), lines
 
 
 async def test_error_responses_carry_the_span_id(database_url: str, receiver: OtlpReceiver) -> None:
