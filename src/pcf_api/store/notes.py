@@ -226,16 +226,7 @@ def _notes(query: Select[Any], parameters: dict[str, Any], connection: Connectio
 
 
 def _insert(note: Note, owner: str | None, connection: Connection) -> None:
-    connection.execute(
-        insert(notes).values(
-            id=note.id,
-            title=note.title,
-            content=note.content,
-            author=note.author,
-            created_at=note.created_at,
-            updated_at=note.updated_at,
-        )
-    )
+    connection.execute(insert(notes).values(note._asdict()))  # its fields are the columns
     if owner is not None:
         connection.execute(
             insert(note_relationships).values(note_id=note.id, subject=owner, relation=OWNER)
