@@ -21,7 +21,7 @@ from pcf_api.auth.policy import (
     Role,
     relations_granting,
 )
-from pcf_api.store.database import Database, Work, is_unavailable
+from pcf_api.store.database import Database, Work, is_unavailable, select_one
 from pcf_api.store.tables import note_relationships
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ class LocalBackend:
         database answers, and a ping would only queue behind them)."""
         if self.database.pool_is_busy():
             return
-        await self._read(_select_one)
+        await self._read(select_one)
 
     async def aclose(self) -> None:
         """The database belongs to the application; nothing to close here."""
@@ -148,10 +148,6 @@ class LocalBackend:
             if is_unavailable(exc):
                 raise BackendUnavailable(type(exc).__name__) from exc
             raise
-
-
-def _select_one(connection: Connection) -> None:
-    connection.execute(select(1))
 
 
 def _note_id(resource: Resource) -> str:

@@ -226,7 +226,7 @@ class Database:
 
     async def ping(self) -> None:
         """One round trip through the pool that serves requests; raises when it fails."""
-        await self.read(_select_one)
+        await self.read(select_one)
 
     async def dispose(self) -> None:
         if self._threaded is not None:
@@ -234,7 +234,8 @@ class Database:
         await self.engine.dispose()
 
 
-def _select_one(connection: Connection) -> None:
+def select_one(connection: Connection) -> None:
+    """The smallest round trip: a ping's work."""
     connection.execute(text("SELECT 1"))
 
 
