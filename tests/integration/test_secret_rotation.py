@@ -59,11 +59,6 @@ class Role:
     def url(self) -> str:  # no password: it comes from the file
         return f"postgresql+asyncpg://{self.name}@127.0.0.1:{self.cluster.port}/{self.database}"
 
-    def admin(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.cluster.dsn, autocommit=True) as connection:
-            cursor = connection.execute(statement.encode(), params or None)
-            return cursor.fetchall() if cursor.description else []
-
     def can_log_in(self, password: str) -> bool:
         dsn = f"postgresql://{self.name}@127.0.0.1:{self.cluster.port}/{self.database}"
         try:
@@ -88,13 +83,13 @@ def cluster() -> Iterator[PrivateCluster]:
 def role(cluster: PrivateCluster) -> Iterator[Role]:
     name = f"app_{uuid.uuid4().hex[:8]}"
     role = Role(cluster, name, name)
-    role.admin(f"CREATE ROLE {name} LOGIN PASSWORD '{OLD_PASSWORD}'")
-    role.admin(f"CREATE DATABASE {name} OWNER {name}")
+    role.cluster.admin(f"CREATE ROLE {name} LOGIN PASSWORD '{OLD_PASSWORD}'")
+    role.cluster.admin(f"CREATE DATABASE {name} OWNER {name}")
     try:
         yield role
     finally:
-        role.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        role.admin(f"DROP ROLE IF EXISTS {name}")
+        role.cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        role.cluster.admin(f"DROP ROLE IF EXISTS {name}")
 
 
 @dataclass
@@ -187,8 +182,8 @@ def test_a_rotated_database_password_is_used_without_a_restart_or_a_failed_reque
         wait_for(lambda: traffic.ok() >= 20, "requests before the rotation")
 
         # 1. The database gets the new password; the old one no longer logs in.
-        role.admin(f"ALTER ROLE {role.name} PASSWORD '{NEW_PASSWORD}'")
-        (database_now,) = role.admin("SELECT now()")[0]
+        role.cluster.admin(f"ALTER ROLE {role.name} PASSWORD '{NEW_PASSWORD}'")
+        (database_now,) = role.cluster.admin("SELECT now()")[0]
         assert not role.can_log_in(OLD_PASSWORD)
         assert role.can_log_in(NEW_PASSWORD)
 
@@ -204,12 +199,7 @@ def test_a_rotated_database_password_is_used_without_a_restart_or_a_failed_reque
         #    it open another (how many overlap is up to the scheduler): new connections can
         #    only log in with the new password.
         def opened_since_rotation() -> int:
-            (count,) = role.admin(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND backend_start > %s",
-                role.name,
-                database_now,
-            )[0]
-            return int(count)
+            return role.cluster.logins_since(role.name, database_now)
 
         with (
             ThreadPoolExecutor(max_workers=24) as pool,
@@ -229,7 +219,7 @@ def test_a_rotated_database_password_is_used_without_a_restart_or_a_failed_reque
         # 4. Every connection cut (the pool's, the events listener's and publisher's): the
         #    service comes back on the new password alone. The cut itself may fail a request
         #    or two (a dead pooled connection fails its next statement) — not the rotation.
-        role.admin(
+        role.cluster.admin(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", role.name
         )
         cut_at = time.monotonic()
@@ -260,7 +250,7 @@ def test_a_rotated_database_password_is_used_without_a_restart_or_a_failed_reque
 def test_pcf_api_migrate_waiting_for_the_database_picks_up_a_new_password(
     tmp_path: Path, role: Role
 ) -> None:
-    role.admin(f"ALTER ROLE {role.name} PASSWORD '{NEW_PASSWORD}'")
+    role.cluster.admin(f"ALTER ROLE {role.name} PASSWORD '{NEW_PASSWORD}'")
     volume = KubeSecretDir(tmp_path / "secrets", {"database-password": OLD_PASSWORD})
     environ = clean_environ(
         {

@@ -12,6 +12,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from support.servers import free_port
 
@@ -58,6 +61,21 @@ class PrivateCluster:
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def admin(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run ``statement`` as ``postgres``; its rows, if it returns any."""
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            cursor = connection.execute(statement.encode(), params or None)
+            return cursor.fetchall() if cursor.description else []
+
+    def logins_since(self, role: str, moment: Any) -> int:
+        """Connections of ``role`` open now that logged in after ``moment`` (a server time)."""
+        (count,) = self.admin(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND backend_start > %s",
+            role,
+            moment,
+        )[0]
+        return int(count)
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"

@@ -214,11 +214,6 @@ class RotatingPod:
             f"postgresql+asyncpg://{self.role}:{password}@127.0.0.1:{self.cluster.port}/{self.role}"
         )
 
-    def admin(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.cluster.dsn, autocommit=True) as connection:
-            cursor = connection.execute(statement.encode(), params or None)
-            return cursor.fetchall() if cursor.description else []
-
 
 @pytest.fixture(scope="module")
 def rotating_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotatingPod]:
@@ -229,9 +224,8 @@ def rotating_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotatingP
     manifest: Path | None = None
     try:
         role = f"app_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(cluster.dsn, autocommit=True) as connection:
-            connection.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{OLD_PASSWORD}'".encode())
-            connection.execute(f"CREATE DATABASE {role} OWNER {role}".encode())
+        cluster.admin(f"CREATE ROLE {role} LOGIN PASSWORD '{OLD_PASSWORD}'")
+        cluster.admin(f"CREATE DATABASE {role} OWNER {role}")
         directory = tmp_path_factory.mktemp("kube-play-rotate")
         directory.chmod(0o755)
         rotating = RotatingPod("", cluster, role, KubeSecretDir(directory / "secrets", {}))
@@ -297,16 +291,6 @@ def wait_for(condition: Any, what: str, timeout: float = 90) -> None:
         time.sleep(0.2)
 
 
-def connections_opened_since(pod: RotatingPod, moment: Any) -> int:
-    """The pod's database connections that logged in after ``moment`` (a server timestamp)."""
-    (count,) = pod.admin(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND backend_start > %s",
-        pod.role,
-        moment,
-    )[0]
-    return int(count)
-
-
 def answers_ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
@@ -336,8 +320,8 @@ def test_a_rotated_database_password_is_picked_up_without_a_restart_or_a_failed_
     thread.start()
     try:
         wait_for(lambda: outcomes.count("ok") >= 20, "requests before the rotation")
-        pod.admin(f"ALTER ROLE {pod.role} PASSWORD '{NEW_PASSWORD}'")
-        (changed_at,) = pod.admin("SELECT now()")[0]
+        pod.cluster.admin(f"ALTER ROLE {pod.role} PASSWORD '{NEW_PASSWORD}'")
+        (changed_at,) = pod.cluster.admin("SELECT now()")[0]
         pod.secrets.update({"database-url": pod.database_url(NEW_PASSWORD), "hs256-secret": SECRET})
         for path in pod.secrets.current_directory().iterdir():
             path.chmod(0o444)
@@ -349,7 +333,7 @@ def test_a_rotated_database_password_is_picked_up_without_a_restart_or_a_failed_
             with ThreadPoolExecutor(max_workers=24) as workers:
                 burst = list(workers.map(lambda n: graphql_outcome(client, n), range(2, 98, 2)))
             assert burst == ["ok"] * len(burst)
-            if connections_opened_since(pod, changed_at) >= 1:
+            if pod.cluster.logins_since(pod.role, changed_at) >= 1:
                 break
         wait_for(lambda: outcomes.count("ok") >= 80, "requests after the rotation")
     finally:
@@ -357,7 +341,7 @@ def test_a_rotated_database_password_is_picked_up_without_a_restart_or_a_failed_
         thread.join(timeout=30)
         client.close()
     assert [outcome for outcome in outcomes if outcome != "ok"] == []
-    assert connections_opened_since(pod, changed_at) >= 1
+    assert pod.cluster.logins_since(pod.role, changed_at) >= 1
     restarts = podman("inspect", ROTATING_CONTAINER, "--format", "{{.RestartCount}}").strip()
     assert restarts == "0"
     text = rotating_logs()
