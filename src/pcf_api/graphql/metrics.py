@@ -10,13 +10,13 @@ from typing import Any
 
 from graphql import GraphQLResolveInfo, GraphQLSchema
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import event
 
 from pcf_api.graphql.context import Services
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracing import Tracing, recording, statement_kind
 from pcf_api.ratelimit import Budget
 from pcf_api.store.database import Database
+from pcf_api.store.statements import StatementEnd, observe_statements
 
 
 def service_metrics(services: Services) -> Iterable[Metric]:
@@ -73,19 +73,17 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
 def instrument_engine(database: Database, metrics: Metrics) -> None:
     """Count and time every SQL statement, labelled by its kind (select, insert, …, other)."""
 
-    def before(*args: Any) -> None:
-        context = args[4]  # (connection, cursor, statement, parameters, context, executemany)
-        context._pcf_started = time.perf_counter()
+    def timed(statement: str) -> StatementEnd:
+        kind = statement_kind(statement)
+        started = time.perf_counter()
 
-    def after(*args: Any) -> None:
-        statement, context = args[2], args[4]
-        started = getattr(context, "_pcf_started", None)
-        if started is not None:
-            metrics.observe_query(statement_kind(statement), time.perf_counter() - started)
+        def end(_: BaseException | None) -> None:
+            metrics.observe_query(kind, time.perf_counter() - started)
+
+        return end
 
     for engine in database.statement_engines:
-        event.listen(engine, "before_cursor_execute", before)
-        event.listen(engine, "after_cursor_execute", after)
+        observe_statements(engine, timed)
 
 
 Resolver = Callable[..., Any]

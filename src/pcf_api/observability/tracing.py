@@ -6,8 +6,9 @@ statements, plus outbound HTTP (JWKS, SpiceDB) with ``traceparent`` propagated. 
 in ``X-Trace-Id`` and in error bodies — is the trace's id, sampled or not.
 
 One provider per application rather than the global one: tests build several applications in
-one process. SQL statements get their spans from a listener on the application's engine (the
-OpenTelemetry SQLAlchemy instrumentation patches ``create_engine`` process-wide, once); outbound
+one process. SQL statements get their spans from a hook on the application's engines
+(``pcf_api.store.statements``; the OpenTelemetry SQLAlchemy instrumentation patches
+``create_engine`` process-wide, once, and listens where SQLAlchemy is slowest); outbound
 HTTP uses the httpx instrumentation on the service's own clients.
 
 Span attributes never carry secrets: statements are sent with placeholders (values travel
@@ -33,10 +34,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from requests.auth import AuthBase
-from sqlalchemy import event
 
 from pcf_api.config import TracingSettings
 from pcf_api.secretfiles import RotatingSecret, fixed
+from pcf_api.store.statements import StatementEnd, observe_statements
 
 if TYPE_CHECKING:
     from pcf_api.store.database import Database
@@ -133,12 +134,11 @@ class Tracing:
         tracer = self.tracer
         system = database.dialect_name
 
-        def before(*args: Any) -> None:
+        def traced(statement: str) -> StatementEnd | None:
             if not recording():
-                return
-            statement, context = args[2], args[4]
+                return None
             kind = statement_kind(statement)
-            context._pcf_span = tracer.start_span(
+            span = tracer.start_span(
                 f"db {kind}",
                 kind=SpanKind.CLIENT,
                 attributes={
@@ -148,23 +148,15 @@ class Tracing:
                 },
             )
 
-        def after(*args: Any) -> None:
-            span = getattr(args[4], "_pcf_span", None)
-            if span is not None:
+            def end(error: BaseException | None) -> None:
+                if error is not None:
+                    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 span.end()
 
-        def failed(exception_context: Any) -> None:
-            context = exception_context.execution_context
-            span = getattr(context, "_pcf_span", None) if context is not None else None
-            if span is not None:
-                failure = type(exception_context.original_exception).__name__
-                span.set_status(Status(StatusCode.ERROR, failure))
-                span.end()
+            return end
 
         for engine in database.statement_engines:
-            event.listen(engine, "before_cursor_execute", before)
-            event.listen(engine, "after_cursor_execute", after)
-            event.listen(engine, "handle_error", failed)
+            observe_statements(engine, traced)
 
     def shutdown(self) -> None:
         """Export what is buffered, then stop (called when the application stops)."""
