@@ -8,6 +8,7 @@ import contextvars
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Engine, Pool, event, text
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from pcf_api.config import DatabaseSettings
 from pcf_api.observability.logging import get_logger
@@ -172,9 +174,12 @@ class Database:
     five for one read), and those hops were ≈ 20 % of a notes query's CPU (docs/benchmarks.md).
     On SQLite an operation therefore runs whole on a synchronous pysqlite engine in a thread
     pool, one hop per operation. asyncpg is native asyncio: on PostgreSQL the same function runs
-    in the async engine (``AsyncConnection.run_sync``).
+    in the async engine's event-loop bridge, whole: one greenlet for checkout, statements and
+    return (``AsyncConnection`` would take three, and a task of its own to close; ≈ 14 % of the
+    instructions of a read, measured with callgrind, docs/benchmarks.md). ``greenlet_spawn`` is
+    the bridge ``AsyncConnection.run_sync`` itself uses.
 
-    ``engine``, the async engine, stays for start-up, migrations and the readiness ping.
+    ``engine``, the async engine, stays for start-up and migrations.
     """
 
     def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
@@ -214,15 +219,13 @@ class Database:
         PostgreSQL; SQLite opens none for a SELECT)."""
         if self._threaded is not None:
             return await self._threaded.run(work, transaction=False)
-        async with self._reader.connect() as connection:
-            return await connection.run_sync(work)
+        return await greenlet_spawn(_run, self._reader.sync_engine.connect, work)
 
     async def write(self, work: Work[T]) -> T:
         """``work`` in a transaction, committed when it returns, rolled back when it raises."""
         if self._threaded is not None:
             return await self._threaded.run(work, transaction=True)
-        async with self.engine.begin() as connection:
-            return await connection.run_sync(work)
+        return await greenlet_spawn(_run, self.engine.sync_engine.begin, work)
 
     async def ping(self) -> None:
         """One round trip through the pool that serves requests; raises when it fails."""
@@ -232,6 +235,11 @@ class Database:
         if self._threaded is not None:
             await asyncio.to_thread(self._threaded.close)
         await self.engine.dispose()
+
+
+def _run(connect: Callable[[], AbstractContextManager[Connection]], work: Work[T]) -> T:
+    with connect() as connection:
+        return work(connection)
 
 
 def select_one(connection: Connection) -> None:
@@ -295,9 +303,7 @@ class _ThreadedSQLite:
             loop.call_soon_threadsafe(self._slots.release)
 
     def _call(self, work: Work[T], transaction: bool) -> T:
-        connect = self.engine.begin if transaction else self.engine.connect
-        with connect() as connection:
-            return work(connection)
+        return _run(self.engine.begin if transaction else self.engine.connect, work)
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
