@@ -1,0 +1,52 @@
+"""bench/instructions.py: which servers a run compares, and how it reports them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support.scripts import load_script
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+instructions = load_script(BENCH / "instructions.py", "bench_instructions")
+SINK = "http://127.0.0.1:4318/v1/traces"
+
+
+def test_named_variants_configure_metrics_and_tracing() -> None:
+    assert instructions.variant("baseline", SINK).baseline
+    assert instructions.variant("pcf-api", SINK).env == {}
+    assert instructions.variant("no-metrics", SINK).env == {"PCF_METRICS__ENABLED": "false"}
+    traced = instructions.variant("tracing-0.25", SINK)
+    assert traced.env == {
+        "PCF_TRACING__ENABLED": "true",
+        "PCF_TRACING__ENDPOINT": SINK,
+        "PCF_TRACING__SAMPLE_RATIO": "0.25",
+    }
+    assert not traced.baseline
+
+
+@pytest.mark.parametrize("label", ["tracing-2", "tracing-x", "tracing-", "metrics", ""])
+def test_unknown_variants_are_refused(label: str) -> None:
+    with pytest.raises(ValueError, match=label or "^$"):
+        instructions.variant(label, SINK)
+
+
+def test_the_report_compares_each_variant_with_pcf_api_and_the_baseline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    results = {
+        "sqlite": {
+            "baseline": {"notes": 12_000_000.0},
+            "pcf-api": {"notes": 4_000_000.0},
+            "no-metrics": {"notes": 3_900_000.0},
+        }
+    }
+    instructions.report(results, 300)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sqlite")]
+    assert rows == [
+        "| sqlite | notes | baseline | 12.000 | +200.0 % |  |",
+        "| sqlite | notes | pcf-api | 4.000 | +0.0 % | 3.00x |",
+        "| sqlite | notes | no-metrics | 3.900 | -2.5 % | 3.08x |",
+    ]
