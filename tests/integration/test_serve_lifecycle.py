@@ -84,6 +84,20 @@ def test_sigint_also_stops_gracefully_with_exit_code_zero(server_factory):
     assert server.log_lines()[-1]["signal"] == "SIGINT"
 
 
+def test_once_started_the_garbage_collector_is_settled_with_the_configured_threshold(
+    server_factory,
+):
+    server = server_factory({**DEV_JSON, "PCF_SERVER__GC_YOUNG_THRESHOLD": "12345"})
+    server.wait_until_ready()
+    server.terminate()
+    assert server.wait(timeout=20) == 0
+    lines = server.log_lines()
+    settled = [line for line in lines if line["message"] == "garbage collector settled"]
+    assert len(settled) == 1
+    assert settled[0]["young_threshold"] == 12345
+    assert settled[0]["frozen_objects"] > 10_000  # the imports and the application
+
+
 def test_port_in_use_is_one_fatal_line_and_a_nonzero_exit(server_factory):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -54,8 +54,7 @@ async def is_authorized(context: GraphQLContext, resource: Resource, action: Act
 
 def _span(context: GraphQLContext, name: str, **attributes: Any) -> AbstractContextManager[Any]:
     """A span for an authorization check, when tracing is on (subjects are not recorded)."""
-    prefixed = {f"authz.{key}": value for key, value in attributes.items()}
-    return optional_span(context.services.tracing, name, prefixed)
+    return optional_span(context.services.tracing, name, "authz", attributes)
 
 
 async def may_read(context: GraphQLContext, note_id: str) -> bool:

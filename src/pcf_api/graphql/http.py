@@ -271,9 +271,7 @@ class GraphQLHTTP:
 
     def _span(self, name: str, **attributes: Any) -> AbstractContextManager[Any]:
         """A child span of the request's, when tracing is on."""
-        return optional_span(
-            self.tracing, name, {f"graphql.{key}": value for key, value in attributes.items()}
-        )
+        return optional_span(self.tracing, name, "graphql", attributes)
 
     @staticmethod
     def _refuse_during_long_outage(

@@ -179,7 +179,10 @@ def trace_id_of(span: Span) -> str:
 
 
 def optional_span(
-    tracing: Tracing | None, name: str, attributes: Mapping[str, Any]
+    tracing: Tracing | None, name: str, prefix: str, attributes: Mapping[str, Any]
 ) -> AbstractContextManager[Span | None]:
-    """``tracing.span`` when tracing is on, else nothing."""
-    return _NO_SPAN if tracing is None else tracing.span(name, **attributes)
+    """``tracing.span`` with the attributes named ``<prefix>.<key>``, when tracing is on and the
+    request sampled; else nothing, and the attribute names are not even built."""
+    if tracing is None or not recording():
+        return _NO_SPAN
+    return tracing.span(name, **{f"{prefix}.{key}": value for key, value in attributes.items()})
