@@ -67,7 +67,7 @@ class ServerSettings(Section):
     shutdown_timeout: float = Field(30.0, gt=0, le=600)
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
-    gc_young_threshold: int = Field(10_000, ge=700, le=1_000_000)
+    gc_young_threshold: int = Field(10_000, ge=0, le=1_000_000)
 
 
 class LogSettings(Section):

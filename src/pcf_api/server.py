@@ -61,7 +61,7 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if self.started and self.gc_young_threshold > 0:  # 0: as Python sets it
             frozen = settle_garbage_collector(self.gc_young_threshold)
             log.info(
                 "garbage collector settled",

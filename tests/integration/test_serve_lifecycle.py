@@ -98,6 +98,18 @@ def test_once_started_the_garbage_collector_is_settled_with_the_configured_thres
     assert settled[0]["frozen_objects"] > 10_000  # the imports and the application
 
 
+def test_a_young_threshold_of_zero_leaves_the_garbage_collector_as_python_sets_it(
+    server_factory,
+):
+    server = server_factory({**DEV_JSON, "PCF_SERVER__GC_YOUNG_THRESHOLD": "0"})
+    server.wait_until_ready()
+    server.terminate()
+    assert server.wait(timeout=20) == 0
+    messages = [line["message"] for line in server.log_lines()]
+    assert "listening" in messages
+    assert "garbage collector settled" not in messages
+
+
 def test_port_in_use_is_one_fatal_line_and_a_nonzero_exit(server_factory):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -17,12 +17,16 @@ separately and are not recorded), GraphQL variables and headers are not recorded
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import Token
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -31,8 +35,17 @@ from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from requests.auth import AuthBase
 
 from pcf_api.config import TracingSettings
@@ -45,6 +58,9 @@ if TYPE_CHECKING:
 _STATEMENT_KINDS = ("select", "insert", "update", "delete")
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
+_NO_PARENT = Context()
+# What the SDK gives an unsampled root span drawn by its random id generator.
+_UNSAMPLED_ROOT = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -70,6 +86,62 @@ class _ExportHeaders(AuthBase):
         return request
 
 
+class _DrawnTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except for a root span whose trace id the service drew first.
+
+    ``Tracing.server_span`` decides whether a request is sampled before it calls the SDK; when
+    it is, the SDK must build the span on that very trace id, so its own sampler (the same
+    ratio rule) agrees. Per thread, and taken by the next root span only."""
+
+    def __init__(self) -> None:
+        self._drawn = threading.local()
+
+    def hand_over(self, trace_id: int) -> None:
+        self._drawn.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        trace_id: int | None = getattr(self._drawn, "trace_id", None)
+        if trace_id is None:
+            return super().generate_trace_id()
+        self._drawn.trace_id = None
+        return trace_id
+
+    def draw_trace_id(self) -> int:
+        return super().generate_trace_id()
+
+
+class _CurrentSpan(AbstractContextManager[Span]):
+    """A started span, current until the block ends, then ended. An error leaving the block
+    sets its status (the error's type only: messages can carry data).
+
+    What ``Tracer.start_as_current_span`` does, in one object instead of two generator-based
+    context managers: spans are made on every sampled request, where every call counts."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if error is not None:
+                self._span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            self._span.end()
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)
+
+
 class Tracing:
     def __init__(
         self,
@@ -86,8 +158,10 @@ class Tracing:
                 "deployment.environment": environment,
             }
         )
+        self._root_sampler = TraceIdRatioBased(settings.sample_ratio)
+        self._ids = _DrawnTraceIds()
         self.provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
+            resource=resource, sampler=ParentBased(self._root_sampler), id_generator=self._ids
         )
         if headers is None and settings.headers is not None:
             headers = fixed("tracing.headers", settings.headers.get_secret_value())
@@ -106,16 +180,30 @@ class Tracing:
         self.tracer = self.provider.get_tracer("pcf_api")
 
     def server_span(
-        self, name: str, headers: list[tuple[bytes, bytes]], attributes: Mapping[str, Any]
+        self, name: str, headers: list[tuple[bytes, bytes]], attributes: dict[str, Any]
     ) -> Span:
-        """The request's span, a child of the caller's ``traceparent`` when there is one."""
-        parent: Context | None = None
+        """The request's span, a child of the caller's ``traceparent`` when there is one.
+
+        Otherwise a root, whose trace id is drawn here and judged by the sampler's own rule
+        (trace id ratio): the requests it would not sample (9 in 10 at 0.1) get a non-recording
+        span without going through the SDK's span machinery, which under load cost ≈ 15 µs a
+        request (docs/benchmarks.md); the sampled ones are built by the SDK on that trace id."""
         if any(key in _PROPAGATED for key, _ in headers):
             parent = extract(
                 {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
             )
-        return self.tracer.start_span(
-            name, context=parent, kind=SpanKind.SERVER, attributes=dict(attributes)
+            return self.tracer.start_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            )
+        trace_id = self._ids.draw_trace_id()
+        if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._root_sampler.bound:
+            self._ids.hand_over(trace_id)
+            return self.tracer.start_span(
+                name, context=_NO_PARENT, kind=SpanKind.SERVER, attributes=attributes
+            )
+        span_id = self._ids.generate_span_id()
+        return NonRecordingSpan(
+            SpanContext(trace_id, span_id, is_remote=False, trace_flags=_UNSAMPLED_ROOT)
         )
 
     def span(self, name: str, **attributes: Any) -> AbstractContextManager[Span | None]:
@@ -123,7 +211,7 @@ class Tracing:
         unsampled request (9 in 10 at ratio 0.1) costs one check per would-be span."""
         if not recording():
             return _NO_SPAN
-        return self.tracer.start_as_current_span(name, attributes=attributes)
+        return _CurrentSpan(self.tracer.start_span(name, attributes=attributes))
 
     def instrument_client(self, client: httpx.AsyncClient) -> None:
         """Outbound HTTP spans, and ``traceparent`` sent along."""
