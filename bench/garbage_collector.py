@@ -34,6 +34,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
+
 BENCH_DIR = Path(__file__).resolve().parent
 WARMUP_SECONDS = 3
 START_TIMEOUT = 60.0
@@ -153,7 +155,7 @@ def measure(database: Any, threshold: int, workdir: Path, args: argparse.Namespa
 def wait_until_serving(pid: int, port: int, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(httpx.TransportError, ValueError):
             status, _ = bench.graphql_post(port, bench.NOTES_QUERY)
             if status == 200:
                 return
