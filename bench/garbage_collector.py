@@ -28,13 +28,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import httpx
 
 BENCH_DIR = Path(__file__).resolve().parent
 WARMUP_SECONDS = 3
@@ -134,7 +131,7 @@ def measure(database: Any, threshold: int, workdir: Path, args: argparse.Namespa
     script = bench.wrk_script(workdir, "notes", {"query": bench.NOTES_QUERY})
     log = workdir / f"server-{port}.log"
     with bench.server([str(bench.BIN / "pcf-api"), "serve"], env, log) as process:
-        wait_until_serving(process.pid, port, log)
+        bench.wait_serving(process, port, log, timeout=START_TIMEOUT)
         bench.run_wrk(port, script, WARMUP_SECONDS, args.connections)
         before = probe_totals(process.pid, out)
         result = bench.run_wrk(port, script, args.duration, args.connections)
@@ -150,25 +147,6 @@ def measure(database: Any, threshold: int, workdir: Path, args: argparse.Namespa
         seconds=args.duration,
         rss_mib=rss,
     )
-
-
-def wait_until_serving(pid: int, port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError, ValueError):
-            status, _ = bench.graphql_post(port, bench.NOTES_QUERY)
-            if status == 200:
-                return
-        time.sleep(0.3)
-    raise SystemExit(f"pcf-api (pid {pid}) did not serve: {log.read_text()[-2000:]}")
-
-
-@contextlib.contextmanager
-def database_context(name: str, workdir: Path) -> Iterator[Any]:
-    context = bench.sqlite_database(workdir) if name == "sqlite" else bench.postgres_database()
-    with context as database:
-        bench.seed(database)
-        yield database
 
 
 def report(results: dict[str, dict[int, list[Run]]], args: argparse.Namespace) -> None:
@@ -228,7 +206,7 @@ def main() -> int:
         workdir = Path(tmp)
         (workdir / "sitecustomize.py").write_text(PROBE)
         for name in databases:
-            with database_context(name, workdir) as database:
+            with bench.seeded_database(name, workdir) as database:
                 results[name] = {threshold: [] for threshold in thresholds}
                 for round_number in range(args.repeat):
                     # Each round starts with the next threshold, so none always runs first.

@@ -165,6 +165,15 @@ def postgres_database() -> Iterator[Database]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def seeded_database(name: str, directory: Path) -> Iterator[Database]:
+    """``sqlite`` (a file in ``directory``) or ``postgres``, seeded."""
+    context = sqlite_database(directory) if name == "sqlite" else postgres_database()
+    with context as database:
+        seed(database)
+        yield database
+
+
 # --- servers -------------------------------------------------------------------------------
 
 
@@ -242,10 +251,14 @@ def graphql_post(
 
 
 def wait_serving(
-    process: subprocess.Popen[bytes], port: int, log: Path, headers: dict[str, str] | None
+    process: subprocess.Popen[bytes],
+    port: int,
+    log: Path,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> None:
     """Until the notes query answers 200 (pcf-api answers 503 until its database is ready)."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             stderr = log.read_text(errors="replace")
@@ -257,7 +270,7 @@ def wait_serving(
         except (httpx.TransportError, ValueError):
             pass
         time.sleep(0.2)
-    raise SystemExit(f"server on port {port} did not come up within 60 s")
+    raise SystemExit(f"server on port {port} did not come up within {timeout:g} s")
 
 
 def verify(port: int, database: Database, headers: dict[str, str] | None) -> list[str]:

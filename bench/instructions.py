@@ -26,7 +26,6 @@ Needs valgrind (``apt-get install valgrind``); PostgreSQL as for ``bench/graphql
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import shutil
@@ -35,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -183,7 +181,7 @@ def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> di
     log = workdir / f"{database.name}-{variant.label}.log"
     results: dict[str, float] = {}
     with bench.server(valgrind_command(command, out_dir), env, log) as process:
-        wait_for(process, port, log)
+        bench.wait_serving(process, port, log, timeout=START_TIMEOUT)
         callgrind = Callgrind(process.pid, out_dir)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for payload in payloads(database).values():
@@ -206,28 +204,6 @@ def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> di
         for name, instructions in windows.items():
             results[name] = (instructions - idle_per_second * settle) / requests
     return results
-
-
-def wait_for(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = log.read_text(errors="replace")
-            raise SystemExit(f"server exited with {process.returncode}:\n{stderr[-3000:]}")
-        with contextlib.suppress(httpx.TransportError, ValueError):
-            status, _ = bench.graphql_post(port, bench.NOTES_QUERY)
-            if status == 200:
-                return
-        time.sleep(0.5)
-    raise SystemExit(f"server on port {port} did not come up within {START_TIMEOUT:g} s")
-
-
-@contextlib.contextmanager
-def database_context(name: str, workdir: Path) -> Iterator[Any]:
-    context = bench.sqlite_database(workdir) if name == "sqlite" else bench.postgres_database()
-    with context as database:
-        bench.seed(database)
-        yield database
 
 
 def report(results: dict[str, dict[str, dict[str, float]]], requests: int) -> None:
@@ -287,7 +263,7 @@ def main() -> int:
             except ValueError as exc:
                 parser.error(f"unknown variant: {exc}")
             for name in databases:
-                with database_context(name, workdir) as database:
+                with bench.seeded_database(name, workdir) as database:
                     results[name] = {}
                     for server in chosen:
                         print(f"{name}: {server.label} ...", file=sys.stderr, flush=True)
