@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
@@ -29,7 +27,7 @@ from pcf_api.observability.tracecontext import (
     current_trace_id,
     trace_id_for_request,
 )
-from pcf_api.observability.tracing import Tracing, trace_id_of
+from pcf_api.observability.tracing import CurrentRequestSpan, Tracing, trace_id_of
 
 log = get_logger(__name__)
 
@@ -85,7 +83,7 @@ class RequestContextMiddleware:
             elif name in _CREDENTIAL_HEADERS:
                 credentials.extend(_credential_parts(value.decode("latin-1")))
         span = None
-        span_token = None
+        current_span = None
         if self.tracing is not None and scope["type"] == "http":
             method, route = scope["method"], route_label(scope["path"])
             span = self.tracing.server_span(
@@ -93,7 +91,7 @@ class RequestContextMiddleware:
                 scope["headers"],
                 {"http.request.method": method, "http.route": route},
             )
-            span_token = otel_context.attach(trace.set_span_in_context(span))
+            current_span = CurrentRequestSpan(span)
             trace_id = trace_id_of(span)  # the caller's trace, or the new one: logs match it
         else:
             trace_id = trace_id_for_request(traceparent)
@@ -123,8 +121,8 @@ class RequestContextMiddleware:
                 if status >= 500 or status == 0:
                     span.set_status(Status(StatusCode.ERROR))
                 span.end()
-            if span_token is not None:
-                otel_context.detach(span_token)
+            if current_span is not None:
+                current_span.close()
             current_trace_id.reset(trace_token)
             request_credentials.reset(credentials_token)
 

@@ -35,9 +35,13 @@ def _value(value: AnyValue) -> Any:
 
 
 class OtlpReceiver:
-    def __init__(self) -> None:
+    """Answers 200, except that the first exports get the statuses in ``refuse_with``."""
+
+    def __init__(self, refuse_with: tuple[int, ...] = ()) -> None:
+        self.refusals = list(refuse_with)
         self.spans: list[ReceivedSpan] = []
         self.requests: list[dict[str, str]] = []  # the headers of each export
+        self.attempts = 0  # exports received, refused ones included
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -58,6 +62,12 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
+                refusal = owner._refusal()
+                if refusal is not None:
+                    self.send_response(refusal)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 owner._keep(request, dict(self.headers.items()))
                 payload = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
@@ -78,6 +88,11 @@ class OtlpReceiver:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def _refusal(self) -> int | None:
+        with self._lock:
+            self.attempts += 1
+            return self.refusals.pop(0) if self.refusals else None
 
     def _keep(self, request: ExportTraceServiceRequest, headers: dict[str, str]) -> None:
         spans = []

@@ -17,6 +17,10 @@ _INVALID_TRACE_ID = "0" * 32
 _INVALID_PARENT_ID = "0" * 16
 
 current_trace_id: ContextVar[str | None] = ContextVar("current_trace_id", default=None)
+# Whether the span of the request being served records (it is sampled), and with it every span
+# made under it. Set with the request's span (``tracing.CurrentRequestSpan``). Asking
+# OpenTelemetry's context instead costs ≈ 1.3 µs, and it is asked several times a request.
+span_recording: ContextVar[bool] = ContextVar("span_recording", default=False)
 
 
 # A generator of our own, seeded from the OS: code that seeds the global `random` module (tests,
@@ -52,5 +56,6 @@ def trace_id_for_request(traceparent: str | None) -> str:
 def current_span_id() -> str | None:
     """The id (16 hex digits) of the OpenTelemetry span active now, if it is recorded. An
     unsampled request's span is never exported: its id would lead nowhere."""
-    span = trace.get_current_span()
-    return f"{span.get_span_context().span_id:016x}" if span.is_recording() else None
+    if not span_recording.get():
+        return None
+    return f"{trace.get_current_span().get_span_context().span_id:016x}"

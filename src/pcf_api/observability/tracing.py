@@ -6,10 +6,11 @@ statements, plus outbound HTTP (JWKS, SpiceDB) with ``traceparent`` propagated. 
 in ``X-Trace-Id`` and in error bodies — is the trace's id, sampled or not.
 
 One provider per application rather than the global one: tests build several applications in
-one process. SQL statements get their spans from a hook on the application's engines
-(``pcf_api.store.statements``; the OpenTelemetry SQLAlchemy instrumentation patches
-``create_engine`` process-wide, once, and listens where SQLAlchemy is slowest); outbound
-HTTP uses the httpx instrumentation on the service's own clients.
+one process. Spans are encoded for export by ``pcf_api.observability.otlp`` (the SDK's encoder
+cost more per span than making the span). SQL statements get their spans from a hook on the
+application's engines (``pcf_api.store.statements``; the OpenTelemetry SQLAlchemy
+instrumentation patches ``create_engine`` process-wide, once, and listens where SQLAlchemy is
+slowest); outbound HTTP uses the httpx instrumentation on the service's own clients.
 
 Span attributes never carry secrets: statements are sent with placeholders (values travel
 separately and are not recorded), GraphQL variables and headers are not recorded.
@@ -29,7 +30,6 @@ import requests
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
@@ -49,6 +49,8 @@ from opentelemetry.trace import (
 from requests.auth import AuthBase
 
 from pcf_api.config import TracingSettings
+from pcf_api.observability.otlp import SpanExporter
+from pcf_api.observability.tracecontext import span_recording
 from pcf_api.secretfiles import RotatingSecret, fixed
 from pcf_api.store.statements import StatementEnd, observe_statements
 
@@ -142,6 +144,21 @@ class _CurrentSpan(AbstractContextManager[Span]):
                 otel_context.detach(self._token)
 
 
+class CurrentRequestSpan:
+    """The request's span made current until ``close``: in OpenTelemetry's context (the parent
+    of child spans, the outbound ``traceparent``) and for ``recording()``."""
+
+    __slots__ = ("_context", "_recording")
+
+    def __init__(self, span: Span) -> None:
+        self._context = otel_context.attach(trace.set_span_in_context(span))
+        self._recording = span_recording.set(span.is_recording())
+
+    def close(self) -> None:
+        span_recording.reset(self._recording)
+        otel_context.detach(self._context)
+
+
 class Tracing:
     def __init__(
         self,
@@ -169,7 +186,7 @@ class Tracing:
         if headers is not None:
             session = requests.Session()
             session.auth = _ExportHeaders(headers)
-        exporter = OTLPSpanExporter(
+        exporter = SpanExporter(
             endpoint=settings.endpoint, timeout=settings.export_timeout_seconds, session=session
         )
         self.provider.add_span_processor(
@@ -252,8 +269,8 @@ class Tracing:
 
 
 def recording() -> bool:
-    """Whether the current span records (the request is traced and sampled)."""
-    return trace.get_current_span().is_recording()
+    """Whether the request being served is traced and sampled, so its child spans are made."""
+    return span_recording.get()
 
 
 def statement_kind(statement: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry import trace
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import StatusCode
 
 from pcf_api.config import TracingSettings
-from pcf_api.observability.tracing import Tracing, recording
+from pcf_api.observability.tracing import CurrentRequestSpan, Tracing, recording
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
@@ -40,6 +41,17 @@ class Traced:
         )
         span.end()
         return span
+
+
+@contextmanager
+def current(request: trace.Span) -> Iterator[None]:
+    """The request's span current, as the middleware makes it, and ended after."""
+    made_current = CurrentRequestSpan(request)
+    try:
+        yield
+    finally:
+        made_current.close()
+        request.end()
 
 
 @pytest.fixture
@@ -124,11 +136,12 @@ def test_a_child_span_is_current_inside_its_block_and_ended_after(traced) -> Non
     always = at(traced, 1.0)
     tracing = always.tracing
     request = tracing.server_span("POST /graphql", [], {})
-    with trace.use_span(request, end_on_exit=True):
+    with current(request):
         with tracing.span("graphql.execute", **{"graphql.operation_type": "query"}) as child:
             assert trace.get_current_span() is child
             assert recording()
         assert trace.get_current_span() is request
+    assert not recording()
     execute, server = always.exported.get_finished_spans()
     assert execute.name == "graphql.execute"
     assert execute.parent is not None
@@ -140,7 +153,7 @@ def test_an_error_leaving_a_child_span_marks_it_with_the_error_type_only(traced)
     always = at(traced, 1.0)
     tracing = always.tracing
     request = tracing.server_span("POST /graphql", [], {})
-    with trace.use_span(request, end_on_exit=True):
+    with current(request):
         with pytest.raises(LookupError), tracing.span("graphql.execute"):
             raise LookupError("note notes:secret-id does not exist")
         assert trace.get_current_span() is request
@@ -154,6 +167,7 @@ def test_no_child_span_is_made_outside_a_sampled_request(traced) -> None:
     never = at(traced, 0.0)
     tracing = never.tracing
     request = tracing.server_span("POST /graphql", [], {})
-    with trace.use_span(request, end_on_exit=True), tracing.span("graphql.execute") as child:
+    with current(request), tracing.span("graphql.execute") as child:
+        assert not recording()
         assert child is None
     assert never.exported.get_finished_spans() == ()
