@@ -19,7 +19,6 @@ check (a batch of at most 512 spans here is ≈ 100 KB).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +34,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.span import TraceState
 
-log = logging.getLogger(__name__)
+from pcf_api.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 _KINDS = {
     SpanKind.INTERNAL: Span.SPAN_KIND_INTERNAL,
@@ -55,12 +56,12 @@ class SpanExporter(OTLPSpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
-            log.warning("Exporter already shut down, batch dropped")
+            log.warning("span exporter already shut down, batch dropped", spans=len(spans))
             return SpanExportResult.FAILURE
         try:
             body = encode_spans(spans)
         except Exception:
-            log.exception("Failed to encode a span batch")
+            log.exception("span batch could not be encoded", spans=len(spans))
             return SpanExportResult.FAILURE
         if self._client.export(body).success:
             return SpanExportResult.SUCCESS
