@@ -54,8 +54,9 @@ def trace_id_for_request(traceparent: str | None) -> str:
 
 
 def current_span_id() -> str | None:
-    """The id (16 hex digits) of the OpenTelemetry span active now, if it is recorded. An
-    unsampled request's span is never exported: its id would lead nowhere."""
+    """The id (16 hex digits) of the OpenTelemetry span active now, if the request is sampled
+    (``span_recording``). An unsampled request's span is never exported: its id would lead
+    nowhere."""
     if not span_recording.get():
         return None
     return f"{trace.get_current_span().get_span_context().span_id:016x}"
