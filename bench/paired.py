@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import os
 import statistics
 import sys
 import tempfile
@@ -103,16 +102,11 @@ def report(summaries: dict[str, Summary], heading: str) -> None:
         )
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_slice(pid: int, port: int, script: Path, duration: int) -> Slice:
     time.sleep(PAUSE_SECONDS)
-    before = _cpu_seconds(pid)
+    before = bench._cpu_seconds(pid)
     result = bench.run_wrk(port, script, duration, CONNECTIONS)
-    used = _cpu_seconds(pid) - before
+    used = bench._cpu_seconds(pid) - before
     if result.errors:
         raise SystemExit(f"{result.errors} failed requests on port {port}")
     return Slice(result.rps, used / (result.rps * duration) * 1e6)
@@ -131,8 +125,6 @@ def run(args: argparse.Namespace, labels: list[str]) -> dict[str, list[Slice]]:
         running: dict[str, tuple[int, int, Path]] = {}
         for label in labels:
             variant = instructions.variant(label, sink)
-            if variant.baseline:
-                raise SystemExit("the baseline is measured by bench/graphql.py, not here")
             port = bench.free_port()
             env = {**bench.pcf_env(database, port, "INFO"), **variant.env}
             log = workdir / f"{label}.log"
@@ -173,9 +165,11 @@ def main() -> int:
         parser.error("--rounds must be at least 2")
     for label in labels:
         try:
-            instructions.variant(label, "")
+            baseline = instructions.variant(label, "").baseline
         except ValueError:
             parser.error(f"unknown variant {label!r}")
+        if baseline:
+            parser.error("the baseline is measured by bench/graphql.py, not here")
     slices = run(args, labels)
     report(
         summarise(slices, labels[0]),
