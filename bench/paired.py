@@ -2,7 +2,7 @@
 machine's drift (the cost of metrics and tracing): a ratio per round, against the first variant.
 
     .venv/bin/python bench/paired.py [--database sqlite] [--query notes] [--rounds 40]
-        [--duration 5] [--variants no-metrics,tracing-0.1]
+        [--duration 5] [--variants no-metrics,tracing-0.1] [--restart-every 5] [--no-pin]
 
 ``bench/graphql.py`` starts each server afresh and measures it for a few seconds; on a shared
 2-core machine requests/s drift by ±10 % between its measurements, as much as the effect asked
@@ -14,6 +14,17 @@ A drift slower than a round moves every slice of that round alike, so the per-ro
 (variant / first variant) spreads far less than the requests/s do, and its median and mean over
 many rounds, with the mean's standard error, say how large the effect is and how sure that is.
 Server CPU per request (user + system, from /proc) is reported beside them.
+
+Two things a round cannot cancel, and how the script deals with them:
+
+- Each server process has a speed of its own: two processes of one configuration, up side by
+  side, differed by 3 to 5 % for a whole run (hash seeds, memory layout). So the servers are
+  started afresh every ``--restart-every`` rounds, their start order rotating too, and a long run
+  averages over many processes.
+- wrk and the servers share the machine's cores, so a server's requests/s also depends on how
+  the scheduler splits them. With ``--pin`` (the default; two or more CPUs), the servers run on
+  the last CPU and wrk and the OTLP sink on the others: a server then has one core of its own,
+  like a pod with a CPU limit of 1 (PostgreSQL's own processes are not pinned).
 """
 
 from __future__ import annotations
@@ -21,10 +32,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -74,6 +87,37 @@ def rotation(labels: list[str], round_number: int) -> list[str]:
     return labels[turn:] + labels[:turn]
 
 
+def blocks(rounds: int, restart_every: int) -> list[range]:
+    """The rounds each set of server processes serves, in order."""
+    return [
+        range(start, min(start + restart_every, rounds))
+        for start in range(0, rounds, restart_every)
+    ]
+
+
+def split_cpus(cpus: set[int]) -> tuple[set[int], set[int]]:
+    """(the servers' CPU, the load's CPUs): the highest-numbered CPU for the servers."""
+    if len(cpus) < 2:
+        raise ValueError("pinning needs two or more CPUs")
+    servers = max(cpus)
+    return {servers}, cpus - {servers}
+
+
+@contextlib.contextmanager
+def cpu_affinity(cpus: set[int] | None) -> Iterator[None]:
+    """This thread on ``cpus`` inside the block (None: unchanged); processes started from it
+    there inherit them."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def summarise(slices: dict[str, list[Slice]], reference: str) -> dict[str, Summary]:
     """Per variant: medians, and the ratios to ``reference`` in the same rounds."""
     summaries = {}
@@ -112,37 +156,62 @@ def measure_slice(pid: int, port: int, script: Path, duration: int) -> Slice:
     return Slice(result.rps, used / (result.rps * duration) * 1e6)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What every server of a run shares."""
+
+    database: Any
+    sink: str
+    workdir: Path
+    payload: dict[str, Any]
+
+
+def start(label: str, setup: Setup, servers: contextlib.ExitStack) -> tuple[int, int, Path]:
+    """A server of variant ``label``, serving until ``servers`` closes: (pid, port, wrk script)."""
+    variant = instructions.variant(label, setup.sink)
+    port = bench.free_port()
+    env = {**bench.pcf_env(setup.database, port, "INFO"), **variant.env}
+    log = setup.workdir / f"{label}-{port}.log"
+    process = servers.enter_context(bench.server([str(bench.BIN / "pcf-api"), "serve"], env, log))
+    bench.wait_serving(process, port, log)
+    return process.pid, port, bench.wrk_script(setup.workdir, f"{label}-{port}", setup.payload)
+
+
+def measure_round(
+    running: dict[str, tuple[int, int, Path]],
+    round_number: int,
+    duration: int,
+    slices: dict[str, list[Slice]],
+) -> None:
+    line = []
+    for label in rotation(list(running), round_number):
+        measured = measure_slice(*running[label], duration)
+        slices[label].append(measured)
+        line.append(f"{label} {measured.rps:.0f}/s {measured.cpu_us_per_request:.0f} µs")
+    print(f"round {round_number + 1}: " + ", ".join(line), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace, labels: list[str]) -> dict[str, list[Slice]]:
     slices: dict[str, list[Slice]] = {label: [] for label in labels}
+    server_cpus, load_cpus = split_cpus(os.sched_getaffinity(0)) if args.pin else (None, None)
     with (
+        cpu_affinity(load_cpus),  # the OTLP sink's thread and wrk inherit it
         tempfile.TemporaryDirectory(prefix="pcf-paired-") as tmp,
         bench.otlp_sink() as sink,
-        contextlib.ExitStack() as servers,
+        bench.seeded_database(args.database, Path(tmp)) as database,
     ):
-        workdir = Path(tmp)
-        database = servers.enter_context(bench.seeded_database(args.database, workdir))
-        payload: dict[str, Any] = instructions.payloads(database)[args.query]
-        running: dict[str, tuple[int, int, Path]] = {}
-        for label in labels:
-            variant = instructions.variant(label, sink)
-            port = bench.free_port()
-            env = {**bench.pcf_env(database, port, "INFO"), **variant.env}
-            log = workdir / f"{label}.log"
-            process = servers.enter_context(
-                bench.server([str(bench.BIN / "pcf-api"), "serve"], env, log)
-            )
-            bench.wait_serving(process, port, log)
-            script = bench.wrk_script(workdir, label, payload)
-            running[label] = (process.pid, port, script)
-        for _, port, script in running.values():
-            bench.run_wrk(port, script, WARMUP_SECONDS, CONNECTIONS)
-        for round_number in range(args.rounds):
-            line = []
-            for label in rotation(labels, round_number):
-                measured = measure_slice(*running[label], args.duration)
-                slices[label].append(measured)
-                line.append(f"{label} {measured.rps:.0f}/s {measured.cpu_us_per_request:.0f} µs")
-            print(f"round {round_number + 1}: " + ", ".join(line), file=sys.stderr, flush=True)
+        setup = Setup(database, sink, Path(tmp), instructions.payloads(database)[args.query])
+        for number, rounds in enumerate(blocks(args.rounds, args.restart_every)):
+            with contextlib.ExitStack() as servers:
+                running = {}
+                for label in rotation(labels, number):
+                    with cpu_affinity(server_cpus):
+                        running[label] = start(label, setup, servers)
+                running = {label: running[label] for label in labels}  # rounds rotate from here
+                for _, port, script in running.values():
+                    bench.run_wrk(port, script, WARMUP_SECONDS, CONNECTIONS)
+                for round_number in rounds:
+                    measure_round(running, round_number, args.duration, slices)
     return slices
 
 
@@ -152,6 +221,15 @@ def main() -> int:
     parser.add_argument("--query", choices=("notes", "note"), default="notes")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--duration", type=int, default=5, help="seconds per slice")
+    parser.add_argument(
+        "--restart-every", type=int, default=5, help="rounds per set of server processes"
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="servers on the last CPU, wrk and the OTLP sink on the others",
+    )
     parser.add_argument(
         "--variants",
         default="no-metrics,tracing-0.1",
@@ -163,6 +241,10 @@ def main() -> int:
         parser.error("--variants needs two or more different variants")
     if args.rounds < 2:
         parser.error("--rounds must be at least 2")
+    if args.restart_every < 1:
+        parser.error("--restart-every must be at least 1")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two or more CPUs (or --no-pin)")
     for label in labels:
         try:
             baseline = instructions.variant(label, "").baseline
@@ -174,7 +256,9 @@ def main() -> int:
     report(
         summarise(slices, labels[0]),
         f"source {bench.source_state()}; {args.database}, {args.query} query; {args.rounds} "
-        f"rounds of wrk -t2 -c{CONNECTIONS} -d{args.duration}s per variant, in rotation; "
+        f"rounds of wrk -t2 -c{CONNECTIONS} -d{args.duration}s per variant, in rotation, fresh "
+        f"servers every {args.restart_every}; "
+        f"{'servers pinned to one CPU' if args.pin else 'not pinned'}; "
         f"paired = per-round ratio to {labels[0]}",
     )
     return 0

@@ -1,7 +1,11 @@
-"""bench/paired.py: the order of each round, and the paired ratios it reports."""
+"""bench/paired.py: the order of each round, the server processes and CPUs of a run, and the
+paired ratios it reports."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,30 @@ def test_the_report_gives_each_variant_its_paired_change(
         "| no-metrics | 400 | 2500 | +0.0 % | +0.0 ± 0.0 % |",
         "| tracing-0.1 | 372 | 2700 | -7.8 % | -8.8 ± 1.6 % |",
     ]
+
+
+def test_fresh_servers_serve_each_block_of_rounds() -> None:
+    assert paired.blocks(12, 5) == [range(0, 5), range(5, 10), range(10, 12)]
+    assert paired.blocks(4, 5) == [range(0, 4)]
+    assert [len(block) for block in paired.blocks(40, 1)] == [1] * 40
+
+
+def test_pinning_gives_the_servers_the_last_cpu_and_the_load_the_others() -> None:
+    assert paired.split_cpus({0, 1}) == ({1}, {0})
+    assert paired.split_cpus({0, 2, 5, 7}) == ({7}, {0, 2, 5})
+    with pytest.raises(ValueError, match="two or more CPUs"):
+        paired.split_cpus({3})
+
+
+def test_a_process_started_inside_the_affinity_block_inherits_it() -> None:
+    cpus = os.sched_getaffinity(0)
+    one = {min(cpus)}
+    with paired.cpu_affinity(one):
+        inside = subprocess.run(
+            [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    assert inside.strip() == str(sorted(one))
+    assert os.sched_getaffinity(0) == cpus

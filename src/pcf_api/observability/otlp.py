@@ -7,7 +7,8 @@ Measured on the build machine: 75 µs per span, more than creating and ending th
 a sampled notes request has four spans. This module fills one request message in place, field
 by field, and groups spans by the identity of their resource and scope: 17 µs per span, with
 byte-for-byte the same output (tests/unit/observability/test_otlp.py compares the two on spans
-with every field set). See docs/benchmarks.md.
+with every field set). See docs/benchmarks.md. One difference: an attribute whose value cannot
+be encoded is left out, with a warning, where the SDK's encoder fails the whole batch.
 
 Everything else is the SDK's ``OTLPSpanExporter``: endpoint, headers, timeout, compression,
 TLS settings, ``OTEL_EXPORTER_OTLP_*`` variables, and its HTTP client with retries and back-off,
@@ -163,11 +164,22 @@ def _trace_state(state: TraceState) -> str:
 def _fill_attributes(
     target: RepeatedCompositeFieldContainer[KeyValue], attributes: Mapping[str, Any] | None
 ) -> None:
+    """Each attribute as a key and value; one whose value cannot be encoded is left out (with
+    a warning) rather than failing the batch: the service's own spans do not check values as
+    the SDK's do (``tracing._RecordedSpan``), and one bad value must not lose 511 other spans."""
     if not attributes:
         return
     for key, value in attributes.items():
         entry = target.add(key=key)
-        _fill_value(entry.value, value)
+        try:
+            _fill_value(entry.value, value)
+        except TypeError:
+            del target[-1]
+            log.warning(
+                "span attribute left out: its value cannot be encoded",
+                attribute=key,
+                value_type=type(value).__name__,
+            )
 
 
 def _fill_value(target: AnyValue, value: Any) -> None:

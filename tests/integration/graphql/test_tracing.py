@@ -103,6 +103,28 @@ async def test_one_request_is_one_connected_trace_under_the_callers_trace_id(
     assert all(line.get("span_id") in index for line in lines), lines
 
 
+async def test_a_sampled_request_without_a_caller_is_one_connected_trace_of_its_own(
+    database_url: str, receiver: OtlpReceiver
+) -> None:
+    async with running(traced(database_url, receiver)) as http:  # type: ignore[arg-type]
+        response = await GraphQLClient(http).post(
+            "{ notes(limit: 2) { totalCount } }", headers={"X-Demo-User": "alice"}
+        )
+    assert response.status_code == 200
+    trace_id = response.headers["x-trace-id"]
+    spans = [span for span in receiver.received() if span.trace_id == trace_id]
+    index = by_id(spans)
+    [server] = [span for span in spans if span.name == "POST /graphql"]
+    assert server.parent_span_id == ""  # the root: nobody called with a traceparent
+    assert server.attributes["http.response.status_code"] == 200
+    database = [span for span in spans if span.name == "db select"]
+    assert database  # made in the SQLite connection threads, under the request's spans
+    for span in database:
+        assert span.kind == CLIENT_KIND
+        assert ancestors(span, index)[:2] == ["graphql.resolve Query.notes", "graphql.execute"]
+        assert ancestors(span, index)[-1] == "POST /graphql"
+
+
 async def test_no_secret_reaches_a_span(database_url: str, receiver: OtlpReceiver) -> None:
     async with running(traced(database_url, receiver)) as http:  # type: ignore[arg-type]
         client = GraphQLClient(http)

@@ -182,19 +182,30 @@ def test_a_batch_reaches_a_receiver_after_a_refusal_is_retried(receiver: OtlpRec
     assert {span.trace_id for span in spans} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
 
 
-def test_a_batch_that_cannot_be_encoded_fails_without_raising() -> None:
-    span = ReadableSpan(
+def test_an_attribute_that_cannot_be_encoded_is_left_out_and_the_batch_sent(
+    receiver: OtlpReceiver,
+) -> None:
+    odd = ReadableSpan(
         "odd",
         context=LOCAL_LINK,
-        attributes={"value": object()},  # type: ignore[dict-item]
+        attributes={"value": object(), "kept": "yes", "nested": ["fine", object()]},  # type: ignore[dict-item]
+        resource=Resource.create({}),
     )
-    exporter = SpanExporter(endpoint="http://127.0.0.1:9/v1/traces", timeout=0.1)
+    exporter = SpanExporter(endpoint=receiver.endpoint, timeout=5)
     with capture_logs() as logs:
-        assert exporter.export([span]) is SpanExportResult.FAILURE
-    exporter.shutdown()
-    [line] = logs.records("span batch could not be encoded")
-    assert line["level"] == "ERROR"
-    assert line["spans"] == 1
+        try:
+            assert exporter.export([*finished_spans(), odd]) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+    spans = {span.name: span for span in receiver.received()}
+    assert len(receiver.received()) == 8
+    assert spans["odd"].attributes == {"kept": "yes"}
+    lines = logs.records("span attribute left out: its value cannot be encoded")
+    assert [(line["attribute"], line["value_type"]) for line in lines] == [
+        ("value", "object"),
+        ("nested", "list"),
+    ]
+    assert all(line["level"] == "WARN" for line in lines)
 
 
 def test_nothing_is_sent_after_shutdown(receiver: OtlpReceiver) -> None:

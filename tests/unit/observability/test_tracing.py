@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from pcf_api.config import TracingSettings
 from pcf_api.observability.tracing import CurrentRequestSpan, Tracing, recording
@@ -95,7 +95,7 @@ def test_the_ratio_is_applied_once_with_the_samplers_own_rule(traced) -> None:
     bound = TraceIdRatioBased(0.5).bound
     spans = [half.request() for _ in range(2000)]
     chosen = [span for span in spans if sampled(span)]
-    # Decided twice (here and again by the SDK on a new trace id) it would be a quarter.
+    # Decided twice (by this rule, then again on another draw) it would be a quarter.
     assert 0.44 < len(chosen) / len(spans) < 0.56
     for span in spans:
         below = span.get_span_context().trace_id & LIMIT < bound
@@ -103,14 +103,114 @@ def test_the_ratio_is_applied_once_with_the_samplers_own_rule(traced) -> None:
     assert len(half.exported.get_finished_spans()) == len(chosen)
 
 
-def test_the_drawn_trace_id_serves_one_root_span_only(traced) -> None:
+def test_a_sampled_root_span_carries_what_the_sdk_would_give_it(traced) -> None:
     always = at(traced, 1.0)
-    request = always.request()
-    other_root = always.tracing.tracer.start_span(
-        "background", context=trace.set_span_in_context(trace.INVALID_SPAN)
+    span = always.request()
+    flags = span.get_span_context().trace_flags
+    assert flags.sampled
+    assert flags.random_trace_id  # W3C level 2: the trace id was drawn at random
+    sdk_span = always.tracing.tracer.start_span("made by the SDK")
+    sdk_span.end()
+    exported, made_by_sdk = always.exported.get_finished_spans()
+    # The same scope and resource as the SDK's spans: the exporter groups spans by both.
+    assert exported.instrumentation_scope == made_by_sdk.instrumentation_scope
+    assert exported.instrumentation_scope is not None
+    assert exported.instrumentation_scope.name == "pcf_api"
+    assert exported.resource is made_by_sdk.resource
+    assert exported.resource.attributes["service.name"] == "pcf-api"
+    assert exported.start_time is not None
+    assert exported.end_time is not None
+    assert exported.start_time <= exported.end_time
+    assert exported.status.status_code is StatusCode.UNSET
+
+
+def test_a_child_of_a_callers_span_keeps_the_callers_trace_and_trace_state(traced) -> None:
+    tracing = at(traced, 0.0)
+    request = tracing.tracing.server_span(
+        "POST /graphql",
+        [
+            (b"traceparent", f"00-{CALLER_TRACE}-00f067aa0ba902b7-01".encode()),
+            (b"tracestate", b"vendor=opaque"),
+        ],
+        {},
     )
-    other_root.end()
-    assert other_root.get_span_context().trace_id != request.get_span_context().trace_id
+    with current(request), tracing.tracing.span("graphql.execute"):
+        pass
+    execute, server = tracing.exported.get_finished_spans()
+    assert f"{execute.context.trace_id:032x}" == CALLER_TRACE
+    assert execute.parent is not None
+    assert execute.parent.span_id == server.context.span_id
+    assert execute.context.trace_flags.sampled
+    assert not execute.context.trace_flags.random_trace_id  # the caller did not say so
+    assert dict(execute.context.trace_state) == {"vendor": "opaque"}
+
+
+def test_a_span_ended_twice_is_exported_once_and_keeps_what_it_had_at_its_end(traced) -> None:
+    always = at(traced, 1.0)
+    span = always.tracing.server_span("POST /graphql", [], {"http.route": "/graphql"})
+    span.set_attribute("http.response.status_code", 200)
+    span.end()
+    assert not span.is_recording()
+    span.set_attribute("http.response.status_code", 500)
+    span.set_status(StatusCode.ERROR)
+    span.update_name("renamed")
+    span.add_event("late")
+    span.end()
+    [exported] = always.exported.get_finished_spans()
+    assert exported.name == "POST /graphql"
+    assert exported.attributes == {"http.route": "/graphql", "http.response.status_code": 200}
+    assert exported.status.status_code is StatusCode.UNSET
+    assert exported.events == ()
+
+
+def test_a_child_of_the_services_own_root_keeps_its_trace_and_flags(traced) -> None:
+    always = at(traced, 1.0)
+    tracing = always.tracing
+    request = tracing.server_span("POST /graphql", [], {})
+    with current(request), tracing.span("graphql.execute"):
+        pass
+    execute, server = always.exported.get_finished_spans()
+    assert execute.context.trace_id == server.context.trace_id
+    assert execute.context.span_id != server.context.span_id
+    assert execute.context.trace_flags == server.context.trace_flags  # sampled, random id
+
+
+def test_a_span_once_ok_stays_ok_and_unset_changes_nothing(traced) -> None:
+    always = at(traced, 1.0)
+    ok = always.tracing.server_span("POST /graphql", [], {})
+    ok.set_status(StatusCode.OK)
+    ok.set_status(StatusCode.ERROR, "late")
+    ok.end()
+    failed = always.tracing.server_span("POST /graphql", [], {})
+    failed.set_status(Status(StatusCode.ERROR, "TimeoutError"))
+    failed.set_status(StatusCode.UNSET)
+    failed.end()
+    first, second = always.exported.get_finished_spans()
+    assert first.status.status_code is StatusCode.OK
+    assert second.status.status_code is StatusCode.ERROR
+    assert second.status.description == "TimeoutError"
+
+
+def test_the_request_span_keeps_its_own_copy_of_the_attributes_given(traced) -> None:
+    always = at(traced, 1.0)
+    given = {"http.route": "/graphql"}
+    span = always.tracing.server_span("POST /graphql", [], given)
+    given["http.route"] = "/changed"
+    span.end()
+    [exported] = always.exported.get_finished_spans()
+    assert exported.attributes == {"http.route": "/graphql"}
+
+
+def test_an_exception_recorded_on_a_span_keeps_its_type_only(traced) -> None:
+    always = at(traced, 1.0)
+    span = always.tracing.server_span("POST /graphql", [], {})
+    span.record_exception(LookupError("note notes:secret-id does not exist"), {"try": 2})
+    span.end()
+    [exported] = always.exported.get_finished_spans()
+    [event] = exported.events
+    assert event.name == "exception"
+    assert event.attributes == {"try": 2, "exception.type": "LookupError"}
+    assert "secret-id" not in str(exported.to_json())
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0])
