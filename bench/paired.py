@@ -179,12 +179,13 @@ def start(label: str, setup: Setup, servers: contextlib.ExitStack) -> tuple[int,
 
 def measure_round(
     running: dict[str, tuple[int, int, Path]],
+    labels: list[str],
     round_number: int,
     duration: int,
     slices: dict[str, list[Slice]],
 ) -> None:
     line = []
-    for label in rotation(list(running), round_number):
+    for label in rotation(labels, round_number):
         measured = measure_slice(*running[label], duration)
         slices[label].append(measured)
         line.append(f"{label} {measured.rps:.0f}/s {measured.cpu_us_per_request:.0f} µs")
@@ -207,11 +208,10 @@ def run(args: argparse.Namespace, labels: list[str]) -> dict[str, list[Slice]]:
                 for label in rotation(labels, number):
                     with cpu_affinity(server_cpus):
                         running[label] = start(label, setup, servers)
-                running = {label: running[label] for label in labels}  # rounds rotate from here
                 for _, port, script in running.values():
                     bench.run_wrk(port, script, WARMUP_SECONDS, CONNECTIONS)
                 for round_number in rounds:
-                    measure_round(running, round_number, args.duration, slices)
+                    measure_round(running, labels, round_number, args.duration, slices)
     return slices
 
 
