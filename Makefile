@@ -32,10 +32,11 @@ run: $(VENV)/.runtime ## run the service locally (development profile, http://12
 	mkdir -p data
 	PCF_ENVIRONMENT=$${PCF_ENVIRONMENT:-development} $(BIN)/pcf-api serve --port $(PORT)
 
-lint: $(VENV)/.dev ## ruff (lint + format check) and mypy --strict on src/
+lint: $(VENV)/.dev ## ruff (lint + format check), mypy --strict on src/, the import-layer contract
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(VENV)/.dev ## apply the formatter and safe lint fixes
 	$(BIN)/ruff format src tests

@@ -12,7 +12,10 @@ from pathlib import Path
 import coverage
 
 CRITICAL_MODULES = (
-    "src/pcf_api/config.py",  # configuration validation
+    "src/pcf_api/config/schema.py",  # configuration validation
+    "src/pcf_api/config/loader.py",  # configuration layers and their sources
+    "src/pcf_api/config/policy.py",  # production safety
+    "src/pcf_api/config/provenance.py",
     "src/pcf_api/health.py",  # health state transitions
     "src/pcf_api/errors.py",  # error mapping
     "src/pcf_api/resilience.py",  # retry: the bounded write wait

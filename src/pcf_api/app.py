@@ -1,11 +1,14 @@
-"""The ASGI application: routes, middleware order and lifespan, assembled from settings."""
+"""The ASGI application: routes, middleware order and lifespan, from parts built elsewhere.
+
+Everything long-lived is built by the composition root (``composition.py``) and handed in;
+this module only decides which path goes where and in which order middleware runs.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from functools import partial
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 import orjson
 from starlette.applications import Starlette
@@ -13,13 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pcf_api import __version__
 from pcf_api.config import Settings
 from pcf_api.errors import code_for_status, default_message
-from pcf_api.graphql.api import GRAPHQL_PATH, NotesAPI
+from pcf_api.graphql.http import GRAPHQL_PATH
 from pcf_api.health import HealthRegistry, Status
 from pcf_api.middleware import (
     BodyLimitMiddleware,
@@ -29,12 +32,8 @@ from pcf_api.middleware import (
     RequestTimeoutMiddleware,
     error_response,
 )
-from pcf_api.observability.logging import get_logger
-from pcf_api.observability.metrics import METRICS_PATH, Metrics, MetricsEndpoint, health_metrics
+from pcf_api.observability.metrics import METRICS_PATH, Metrics
 from pcf_api.observability.tracing import Tracing
-from pcf_api.secretfiles import SecretFiles
-
-log = get_logger(__name__)
 
 _NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 
@@ -45,13 +44,20 @@ async def liveness(_: Request) -> Response:
     return PlainTextResponse("OK", headers=_NO_CACHE)
 
 
-async def readiness(request: Request) -> Response:
-    health: HealthRegistry = request.app.state.health
-    report = health.report()
-    status = Status(report["status"]).http_status
-    return Response(
-        orjson.dumps(report), status_code=status, media_type="application/json", headers=_NO_CACHE
-    )
+def readiness(health: HealthRegistry) -> Callable[[Request], Awaitable[Response]]:
+    """Readiness: the health registry's report, 503 unless healthy or degraded."""
+
+    async def endpoint(_: Request) -> Response:
+        report = health.report()
+        status = Status(report["status"]).http_status
+        return Response(
+            orjson.dumps(report),
+            status_code=status,
+            media_type="application/json",
+            headers=_NO_CACHE,
+        )
+
+    return endpoint
 
 
 async def version(_: Request) -> Response:
@@ -114,66 +120,29 @@ def _wrapped(app: ASGIApp, middleware: list[Middleware]) -> ASGIApp:
     return app
 
 
-def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> Starlette:
-    """Build the application. Its health registry is ``app.state.health`` (the server flips
-    readiness there on signals); tests may pass their own."""
-    health = health or HealthRegistry(
-        version=__version__,
-        interval=settings.health.check_interval_seconds,
-        timeout=settings.health.check_timeout_seconds,
-        warn_interval=settings.health.warn_interval_seconds,
-    )
+@dataclass(frozen=True)
+class GraphQLEndpoints:
+    """What the GraphQL layer serves: HTTP (routed past Starlette's router, see ``ServiceApp``),
+    the WebSocket, and the SDL (None when introspection is off)."""
 
-    # Every secret, re-read from its file when that changes (watched while the app runs).
-    secrets = SecretFiles.from_settings(settings)
-    metrics = Metrics(version=__version__, environment=settings.environment)
-    metrics.add_source(partial(health_metrics, health))
-    tracing = (
-        Tracing(
-            settings.tracing,
-            version=__version__,
-            environment=settings.environment,
-            headers=secrets.get("tracing.headers"),
-        )
-        if settings.tracing.enabled
-        else None
-    )
+    http: ASGIApp
+    websocket: ASGIApp
+    sdl: Callable[[Request], Awaitable[Response]] | None
 
-    # The notes API needs a database; without one configured (unit tests of the core) the
-    # service is just its health endpoints. Configuration requires one outside development.
-    notes_api = (
-        NotesAPI(settings, health, metrics, tracing, secrets)
-        if settings.database.url is not None
-        else None
-    )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        secrets.start()
-        if notes_api is not None:
-            await notes_api.start()
-        else:
-            health.mark_started()
-        checks = asyncio.create_task(health.run(), name="health-checks")
-        log.info("application started", environment=settings.environment, version=__version__)
-        try:
-            yield
-        finally:
-            checks.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checks
-            await health.close()  # before the clients the checks use are closed
-            if notes_api is not None:
-                await notes_api.stop()
-            if tracing is not None:
-                await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
-            await secrets.stop()
-            log.info("application stopped")
-
+def create_app(
+    settings: Settings,
+    *,
+    health: HealthRegistry,
+    metrics: Metrics,
+    metrics_endpoint: ASGIApp,
+    tracing: Tracing | None,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
+    graphql: GraphQLEndpoints | None,
+) -> ServiceApp:
+    """The application: side doors (health, version, metrics), GraphQL when there is a database,
+    every route behind the same middleware."""
     metrics_settings = settings.metrics
-    metrics_endpoint = MetricsEndpoint(
-        metrics, username=metrics_settings.username, password=secrets.get("metrics.password")
-    )
     middleware = [
         Middleware(
             RequestContextMiddleware,
@@ -194,12 +163,15 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
                 paths=settings.testing.delay_paths,
             )
         )
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", liveness, methods=["GET", "HEAD"]),
-        Route("/health/ready", readiness, methods=["GET", "HEAD"]),
+        Route("/health/ready", readiness(health), methods=["GET", "HEAD"]),
         Route("/version", version, methods=["GET"]),
-        *(notes_api.routes() if notes_api is not None else []),
     ]
+    if graphql is not None:
+        routes.append(WebSocketRoute(GRAPHQL_PATH, graphql.websocket))
+        if graphql.sdl is not None:
+            routes.append(Route("/schema", graphql.sdl, methods=["GET"]))
     if metrics_settings.enabled and metrics_settings.port is None:
         routes.append(Route(METRICS_PATH, metrics_endpoint, methods=["GET"]))
     app = ServiceApp(
@@ -208,12 +180,8 @@ def create_app(settings: Settings, *, health: HealthRegistry | None = None) -> S
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception},
     )
-    app.state.health = health
-    app.state.secrets = secrets
-    app.state.notes_api = notes_api
-    app.state.metrics = metrics
-    if notes_api is not None:
-        app.graphql_lane = _wrapped(notes_api.http, middleware)
+    if graphql is not None:
+        app.graphql_lane = _wrapped(graphql.http, middleware)
     if metrics_settings.enabled and metrics_settings.port is not None:
         app.metrics_port = metrics_settings.port
         app.metrics_lane = _wrapped(metrics_endpoint, middleware)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ErrorCode(StrEnum):
@@ -122,6 +122,50 @@ class AppError(Exception):
         self.extensions = dict(extensions or {})
         self.headers = dict(headers or {})
         super().__init__(self.message)
+
+
+class StoreError(Exception):
+    """A database operation failed. The store raises only these (never the driver's or
+    SQLAlchemy's errors), so the layers above map failures to codes without knowing the store.
+
+    The message describes the underlying error for logs and is never sent to clients; clients
+    get ``default_message(code)``. ``reason`` names the underlying error's type, which is what
+    log lines about the failure report.
+    """
+
+    code: ClassVar[ErrorCode] = ErrorCode.DATABASE_ERROR
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or type(self).__name__
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (refused, dropped, restarting): an outage, which makes
+    writes wait and reads fall back to the cache."""
+
+
+class StoreOverloaded(StoreError):
+    """No pooled connection came free in time: the database answers, this instance is busy.
+    Not an outage; the client should retry shortly."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+class StoreTimeout(StoreError):
+    """The database cancelled a statement that ran past its statement timeout."""
+
+    code = ErrorCode.TIMEOUT
+
+
+class StoreConflict(StoreError):
+    """A write broke a uniqueness or integrity constraint. Every key is chosen by the server
+    today, so a client never causes one: it stays DATABASE_ERROR rather than CONFLICT."""
+
+
+def reason_of(error: BaseException) -> str:
+    """What a log line names as the cause of ``error``: the underlying error's type."""
+    return error.reason if isinstance(error, StoreError) else type(error).__name__
 
 
 def utc_timestamp() -> str:

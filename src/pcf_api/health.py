@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pcf_api.errors import utc_timestamp
-from pcf_api.observability.logging import get_logger
+import structlog
 
-log = get_logger(__name__)
+from pcf_api.errors import utc_timestamp
+
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 Check = Callable[[], Awaitable[None]]
 """A dependency check: returns when the dependency works, raises when it does not."""

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from enum import StrEnum
 
+import structlog
 from limits import RateLimitItem, WindowStats, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import MemoryStorage, storage_from_string
@@ -21,9 +22,8 @@ from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
 
 from pcf_api.config import RateLimitSettings
 from pcf_api.errors import AppError, ErrorCode
-from pcf_api.observability.logging import get_logger
 
-log = get_logger(__name__)
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 STORAGE_WARNING_INTERVAL = 30.0
 

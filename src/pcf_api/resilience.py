@@ -1,27 +1,122 @@
-"""Staying correct while a dependency is away: an availability tracker, a bounded write wait
-and a circuit breaker.
+"""Staying correct while a dependency is away: an availability tracker, a bounded write wait,
+a circuit breaker, and the one back-off policy of every retry loop.
 
 The tracker is the single place that knows whether the database is up and since when it is
 down; health checks and failed or successful operations both feed it. Writes that find the
 database down wait for it to come back — bounded in number and in time — instead of failing at
 once, and are acknowledged only after they commit. The breaker stops calls to a remote service
 that keeps failing, so callers fail (or fall back) at once instead of each waiting for a timeout.
+Loops that must eventually succeed (the database at start-up, an events listener's reconnect)
+retry through ``retry_forever``, so they all grow, cap, jitter and log their waits alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pcf_api.errors import AppError, ErrorCode
-from pcf_api.observability.logging import get_logger
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_exponential,
+)
 
-log = get_logger(__name__)
+from pcf_api.errors import AppError, ErrorCode, reason_of
+
+# structlog's own logger (what pcf_api.observability configures), so this layer does not depend
+# on the observability package.
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
+
+JITTER = 0.2
+"""Each back-off delay is scaled by a random factor within ±20 %, so that replicas which lost a
+dependency together do not retry in step."""
+
+
+class BackoffWait:
+    """A tenacity wait: ``initial`` seconds after the first failure, doubling after each
+    further one up to ``cap``; each delay jittered by ±``JITTER`` and never above ``cap``."""
+
+    def __init__(
+        self,
+        initial: float,
+        cap: float,
+        *,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.cap = cap
+        self._exponential = wait_exponential(multiplier=initial, max=cap)
+        self._uniform = uniform
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        factor = self._uniform(1 - JITTER, 1 + JITTER)
+        return min(self._exponential(retry_state) * factor, self.cap)
+
+
+def _reason(error: BaseException) -> Mapping[str, Any]:
+    return {"reason": reason_of(error)}
+
+
+async def retry_forever(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    initial: float,
+    cap: float,
+    log: structlog.stdlib.BoundLogger,
+    retrying: str,
+    recovered: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+    describe: Callable[[BaseException], Mapping[str, Any]] = _reason,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> T:
+    """``operation``'s result, calling it again after each failure (any ``Exception``), forever.
+
+    For loops where waiting is better than giving up: a pod that waits for its database beats
+    one that crash-loops while the database restarts. Delays follow ``BackoffWait``. Each
+    failure is logged as a warning ``retrying`` with ``fields``, ``attempt`` (from 1),
+    ``retry_in_seconds`` and what ``describe`` makes of the error (by default ``reason``, its
+    type); a success after failures is logged as info ``recovered`` with ``fields`` and
+    ``attempt``. Cancellation is not a failure: it ends the loop.
+    """
+    context = dict(fields or {})
+    attempts = 0
+
+    async def attempt() -> T:
+        nonlocal attempts
+        attempts += 1
+        return await operation()
+
+    def log_failure(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            retrying,
+            **context,
+            attempt=state.attempt_number,
+            retry_in_seconds=round(delay, 3),
+            **(describe(error) if error is not None else {}),
+        )
+
+    retry = AsyncRetrying(
+        wait=BackoffWait(initial, cap, uniform=uniform),
+        stop=stop_never,
+        retry=retry_if_exception_type(Exception),
+        before_sleep=log_failure,
+        sleep=sleep,
+    )
+    result: T = await retry(attempt)
+    if recovered is not None and attempts > 1:
+        log.info(recovered, **context, attempt=attempts)
+    return result
 
 
 class Availability:
@@ -100,7 +195,7 @@ class WriteGate:
                     except Exception as exc:
                         if not self.is_unavailable(exc):
                             raise
-                        self.availability.mark_down(type(exc).__name__)
+                        self.availability.mark_down(reason_of(exc))
                 if not queued:
                     if self.waiting >= self.capacity:
                         raise AppError(

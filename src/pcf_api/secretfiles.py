@@ -13,11 +13,12 @@ symbolic-link swap in the parent directory that a watch on the file itself never
 stat of a few tmpfs files every few seconds costs nothing.
 
 A rotation is logged at INFO with the setting and the file, never the value; log redaction
-learns the new value before that line is written (and keeps scrubbing the old one). A file
-that disappears, becomes empty or unreadable, or holds a value the setting refuses keeps the
-last good value in use, with one WARN until the file is usable again. Write secret files
-atomically (a new file renamed over the old one), as the kubelet and Vault Agent do: a reader
-may otherwise see a half-written value.
+learns the new value before that line is written (and keeps scrubbing the old one) through the
+``on_new_secret`` hook, which the composition root wires to the log scrubber: this module sits
+below the logging package and does not import it. A file that disappears, becomes empty or
+unreadable, or holds a value the setting refuses keeps the last good value in use, with one
+WARN until the file is usable again. Write secret files atomically (a new file renamed over the
+old one), as the kubelet and Vault Agent do: a reader may otherwise see a half-written value.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import structlog
+
 from pcf_api.config import (
     KNOWN_DEFAULT_SECRETS,
     MIN_SECRET_LENGTH,
@@ -36,12 +39,15 @@ from pcf_api.config import (
     read_secret_file,
     redaction_forms,
 )
-from pcf_api.observability.logging import get_logger, scrubber
 
-log = get_logger(__name__)
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 Validator = Callable[[str], str | None]
 """A new value's problem (a sentence that does not quote it), or None when it is usable."""
+
+NewSecretHook = Callable[[Iterable[str]], None]
+"""Told the strings to redact from logs (a rotated secret's new value, and the password inside a
+URL) before the rotation is logged or applied, e.g. ``scrubber.add_secrets``."""
 
 # Secrets whose consumers read the current value when they use it. The others (Redis URLs)
 # are read when their client is built: a new file is noticed and logged, and applies at the
@@ -73,10 +79,12 @@ class RotatingSecret:
         *,
         validate: Validator | None = None,
         live: bool = True,
+        on_new_secret: NewSecretHook | None = None,
     ) -> None:
         self.key = key
         self.path = path
         self.live = live
+        self.on_new_secret = on_new_secret
         self.rotations = 0
         self._value = value
         self._validate = validate
@@ -148,7 +156,8 @@ class RotatingSecret:
         return False
 
     def _rotate(self, value: str) -> None:
-        scrubber.add_secrets(redaction_forms(self.key, value))  # before anything can log it
+        if self.on_new_secret is not None:  # before anything can log it
+            self.on_new_secret(redaction_forms(self.key, value))
         self._value = value
         self.rotations += 1
         if self.live:
@@ -167,15 +176,31 @@ class RotatingSecret:
 
 
 class SecretFiles:
-    """Every configured secret by key; ``start`` watches those that came from files."""
+    """Every configured secret by key; ``start`` watches those that came from files.
 
-    def __init__(self, secrets: Iterable[RotatingSecret], *, interval: float = 10.0) -> None:
+    ``on_new_secret`` is given to each secret that has no hook of its own: without one, a
+    rotated value is not redacted from logs.
+    """
+
+    def __init__(
+        self,
+        secrets: Iterable[RotatingSecret],
+        *,
+        interval: float = 10.0,
+        on_new_secret: NewSecretHook | None = None,
+    ) -> None:
         self._secrets = {secret.key: secret for secret in secrets}
+        if on_new_secret is not None:
+            for secret in self._secrets.values():
+                if secret.on_new_secret is None:
+                    secret.on_new_secret = on_new_secret
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SecretFiles:
+    def from_settings(
+        cls, settings: Settings, *, on_new_secret: NewSecretHook | None = None
+    ) -> SecretFiles:
         files = settings.secret_files()
         secrets = []
         for key, value in settings.secret_items().items():
@@ -188,7 +213,11 @@ class SecretFiles:
                     live=key in LIVE_KEYS,
                 )
             )
-        return cls(secrets, interval=settings.secrets.reload_interval_seconds)
+        return cls(
+            secrets,
+            interval=settings.secrets.reload_interval_seconds,
+            on_new_secret=on_new_secret,
+        )
 
     def get(self, key: str) -> RotatingSecret | None:
         return self._secrets.get(key)

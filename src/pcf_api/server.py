@@ -19,11 +19,11 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from types import FrameType
 
 import uvicorn
 
-from pcf_api.app import create_app
+from pcf_api.compat.uvicorn import HookedServer
+from pcf_api.composition import build_service
 from pcf_api.config import Settings
 from pcf_api.health import HealthRegistry
 from pcf_api.observability.logging import get_logger
@@ -34,7 +34,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(HookedServer):
     """uvicorn's server with a drain period between the signal and closing the listener."""
 
     def __init__(
@@ -59,9 +59,8 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.gc_young_threshold > 0:  # 0: as Python sets it
+    def on_started(self) -> None:
+        if self.gc_young_threshold > 0:  # 0: as Python sets it
             frozen = settle_garbage_collector(self.gc_young_threshold)
             log.info(
                 "garbage collector settled",
@@ -69,19 +68,16 @@ class DrainingServer(uvicorn.Server):
                 young_threshold=self.gc_young_threshold,
             )
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+    def on_signal(self, signal_number: int) -> None:
         # Runs as a signal handler: flip readiness, then leave logging to the event loop.
-        # Unlike uvicorn's own handler it does not re-raise the signal after shutdown, so a
-        # graceful stop exits 0.
-        name = signal.Signals(sig).name
+        name = signal.Signals(signal_number).name
         if self.exit_signal is None:
             self.exit_signal = name
             self.health.begin_shutdown()
             self._drain_until = time.monotonic() + self.drain_seconds
             self._call_in_loop(self._log_drain_start)
         else:
-            self.force_exit = True
-            self.should_exit = True
+            self.request_exit(force=True)
             self._call_in_loop(self._log_forced, name)
 
     def _call_in_loop(self, callback: object, *args: object) -> None:
@@ -98,13 +94,12 @@ class DrainingServer(uvicorn.Server):
     def _log_forced(self, name: str) -> None:
         log.error("second signal; forcing exit without waiting for requests", signal=name)
 
-    async def on_tick(self, counter: int) -> bool:
-        if self.exit_signal and not self.should_exit and time.monotonic() >= self._drain_until:
+    async def on_loop_tick(self) -> None:
+        if self.exit_signal and not self.is_exiting and time.monotonic() >= self._drain_until:
             log.info("drain finished; closing the listener", signal=self.exit_signal)
             if self.before_close is not None:
                 await self.before_close()
-            self.should_exit = True
-        return await super().on_tick(counter)
+            self.request_exit()
 
 
 def settle_garbage_collector(young_threshold: int) -> int:
@@ -144,8 +139,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def run(settings: Settings, *, version: str) -> int:
     """Serve until a signal or a failure; return the process exit code."""
-    app = create_app(settings)
-    health: HealthRegistry = app.state.health
+    try:
+        service = build_service(settings)
+    except Exception:
+        log.critical("start-up failed", exc_info=True)
+        return EXIT_FAILURE
     host, port = settings.server.host, settings.server.port
     sockets: list[socket.socket] = []
     # The metrics port, when set, is served by the same server: the app tells the ports apart.
@@ -163,7 +161,7 @@ def run(settings: Settings, *, version: str) -> int:
             return EXIT_FAILURE
 
     config = uvicorn.Config(
-        app,
+        service.app,
         log_config=None,
         access_log=False,
         server_header=False,
@@ -172,12 +170,11 @@ def run(settings: Settings, *, version: str) -> int:
         timeout_keep_alive=5,
         ws_max_size=1_048_576,  # subscription messages are capped at 1 MiB
     )
-    notes_api = app.state.notes_api
     server = DrainingServer(
         config,
-        health=health,
+        health=service.health,
         drain_seconds=settings.server.drain_seconds,
-        before_close=notes_api.close_subscriptions if notes_api is not None else None,
+        before_close=service.before_close,
         gc_young_threshold=settings.server.gc_young_threshold,
     )
     log.info(
@@ -209,10 +206,10 @@ def exit_code(server: DrainingServer, *, host: str, port: int) -> int:
     A function of its own so it runs in a fresh frame: coverage.py's tracer loses the frame
     that was suspended across uvicorn's run, and these lines must stay measured.
     """
-    if not server.started:
+    if not server.has_started:
         log.critical("start-up failed; see the error above", host=host, port=port)
         return EXIT_FAILURE
-    if server.force_exit:
+    if server.was_forced:
         log.error(
             "stopped without waiting for in-flight requests",
             signal=server.exit_signal,

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import psycopg
@@ -28,7 +29,7 @@ def cluster() -> Iterator[PrivateCluster]:
 
 
 def test_start_up_waits_for_the_database_with_growing_backoff_then_becomes_ready(
-    server_factory, cluster
+    server_factory: Any, cluster: PrivateCluster
 ) -> None:
     server = server_factory(
         {
@@ -103,7 +104,7 @@ def _watch_readiness(url: str, until: float, outcomes: Outcomes) -> None:
 
 
 def test_acknowledged_writes_survive_a_database_outage_and_the_rest_are_refused_loudly(
-    server_factory, cluster
+    server_factory: Any, cluster: PrivateCluster
 ) -> None:
     cluster.start()
     server = server_factory(
@@ -149,7 +150,7 @@ def test_acknowledged_writes_survive_a_database_outage_and_the_rest_are_refused_
     assert any(status == 200 for status, _ in outcomes.refused.values()), "no refused write-wait"
 
     with psycopg.connect(cluster.dsn) as connection:
-        stored = dict(connection.execute("SELECT title, id FROM notes").fetchall())
+        stored: dict[str, str] = dict(connection.execute("SELECT title, id FROM notes").fetchall())
     missing = {title for title in outcomes.acknowledged if title not in stored}
     assert missing == set(), "acknowledged creates lost"
     assert all(stored[title] == note_id for title, note_id in outcomes.acknowledged.items())
@@ -163,7 +164,7 @@ def test_acknowledged_writes_survive_a_database_outage_and_the_rest_are_refused_
 
 
 def test_while_the_database_is_down_recently_read_notes_are_served_from_cache_and_flagged(
-    server_factory, cluster
+    server_factory: Any, cluster: PrivateCluster
 ) -> None:
     cluster.start()
     server = server_factory({**DEV_JSON, "PCF_DATABASE__URL": cluster.url})

@@ -1,4 +1,4 @@
-"""The PostgreSQL and Redis event brokers against real servers (spec: store/events.py).
+"""The PostgreSQL and Redis event brokers against real servers (spec: store/events/).
 
 Two brokers on one server stand for two replicas: an event published on either reaches the
 subscribers of both, in publish order and complete, however large (up to 1 MiB; PostgreSQL
@@ -21,7 +21,7 @@ from itertools import count
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis.asyncio
 import redis.exceptions

@@ -25,7 +25,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pcf_api import __version__
-from pcf_api.app import create_app
+from pcf_api.app import ServiceApp
+from pcf_api.composition import build_service
 from pcf_api.config import ServerSettings, Settings
 from pcf_api.config import TestingSettings as FaultSettings
 from pcf_api.errors import AppError, ErrorCode
@@ -62,6 +63,11 @@ def logs() -> Iterator[LogCapture]:
 def dev_settings(**overrides: Any) -> Settings:
     overrides.setdefault("server", ServerSettings(max_body_bytes=MAX_BODY))
     return Settings(environment="development", **overrides)
+
+
+def service_app(settings: Settings, *, health: HealthRegistry | None = None) -> ServiceApp:
+    """The application as the composition root builds it for ``settings``."""
+    return build_service(settings, health=health).app
 
 
 @contextlib.asynccontextmanager
@@ -207,7 +213,7 @@ async def app_error(_: Request) -> Response:
 
 def app_with(*routes: Route, settings: Settings | None = None, **kwargs: Any) -> Starlette:
     """The real application with extra test routes appended to its router."""
-    app = create_app(settings or dev_settings(), **kwargs)
+    app = service_app(settings or dev_settings(), **kwargs)
     app.router.routes.extend(routes)
     return app
 
@@ -240,7 +246,7 @@ async def chunks(count: int, size: int) -> AsyncIterator[bytes]:
 
 
 async def test_liveness_is_plain_ok() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.get("/health")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -251,7 +257,7 @@ async def test_liveness_is_plain_ok() -> None:
 async def test_liveness_ignores_dependencies() -> None:
     health = registry()
     health.register("database", failing, critical=True)
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         await wait_for_report(client, lambda r: r["status"] == "unhealthy")
         response = await client.get("/health")
     assert response.status_code == 200
@@ -259,13 +265,13 @@ async def test_liveness_ignores_dependencies() -> None:
 
 
 async def test_liveness_answers_head() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.head("/health")
     assert response.status_code == 200
 
 
 async def test_readiness_is_json_not_cached_and_healthy_with_no_checks() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.get("/health/ready")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -282,9 +288,9 @@ async def test_readiness_uses_the_health_settings() -> None:
     settings = dev_settings().model_copy(
         update={"health": dev_settings().health.model_copy(update={"check_timeout_seconds": 0.1})}
     )
-    app = create_app(settings)
-    app.state.health.register("database", hangs, critical=True)
-    async with serve(app) as client:
+    service = build_service(settings)
+    service.health.register("database", hangs, critical=True)
+    async with serve(service.app) as client:
         began = time.monotonic()
         response = await wait_for_report(
             client, lambda r: r["services"]["database"]["status"] == "down"
@@ -301,7 +307,7 @@ async def test_readiness_is_503_starting_until_every_check_has_run() -> None:
 
     health = registry(timeout=4)
     health.register("database", slow, critical=True)
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         response = await client.get("/health/ready")
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/json"
@@ -320,7 +326,7 @@ async def test_readiness_is_503_when_a_critical_check_is_down() -> None:
     health = registry()
     health.register("database", failing, critical=True)
     health.register("cache", ok, critical=False)
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         response = await wait_for_report(client, lambda r: r["status"] != "starting")
     assert response.status_code == 503
     report = response.json()
@@ -334,7 +340,7 @@ async def test_readiness_is_200_degraded_when_only_a_non_critical_check_is_down(
     health = registry()
     health.register("database", ok, critical=True)
     health.register("cache", failing, critical=False)
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         response = await wait_for_report(client, lambda r: r["status"] != "starting")
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"
@@ -343,7 +349,7 @@ async def test_readiness_is_200_degraded_when_only_a_non_critical_check_is_down(
 async def test_readiness_never_waits_on_a_hanging_check() -> None:
     health = registry(timeout=0.3)
     health.register("database", hangs, critical=True)
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         began = time.monotonic()
         first = await client.get("/health/ready")
         assert time.monotonic() - began < 5
@@ -363,7 +369,7 @@ async def test_readiness_never_waits_on_a_hanging_check() -> None:
 
 async def test_readiness_is_503_with_a_message_when_shutting_down() -> None:
     health = registry()
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         assert (await client.get("/health/ready")).status_code == 200
         health.begin_shutdown()
         response = await client.get("/health/ready")
@@ -386,7 +392,7 @@ async def test_lifespan_starts_and_stops_the_checks(logs: LogCapture) -> None:
 
     health = registry()
     health.register("database", counted, critical=True)
-    app = create_app(dev_settings(), health=health)
+    app = service_app(dev_settings(), health=health)
     async with lifespan(app):
         await asyncio.wait_for(repeated.wait(), timeout=3)  # repeats on the interval
     stopped_at = calls
@@ -400,7 +406,7 @@ async def test_lifespan_starts_and_stops_the_checks(logs: LogCapture) -> None:
 
 
 async def test_version() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.get("/version")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -411,7 +417,7 @@ async def test_version() -> None:
 
 
 async def test_unknown_route_is_404_in_the_error_format() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.get("/no/such/thing")
     error = assert_error(response, 404, "NOT_FOUND", "/no/such/thing")
     assert error["message"] == "Not found."
@@ -419,7 +425,7 @@ async def test_unknown_route_is_404_in_the_error_format() -> None:
 
 
 async def test_wrong_method_is_405_with_allow() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.post("/health", content=b"")
     error = assert_error(response, 405, "METHOD_NOT_ALLOWED", "/health")
     assert error["message"] == "This method is not allowed here."
@@ -428,7 +434,7 @@ async def test_wrong_method_is_405_with_allow() -> None:
 
 
 async def test_wrong_method_on_version_lists_its_methods() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.delete("/version")
     assert_error(response, 405, "METHOD_NOT_ALLOWED", "/version")
     assert "GET" in response.headers["allow"]
@@ -439,7 +445,7 @@ async def test_wrong_method_on_version_lists_its_methods() -> None:
 
 
 async def test_body_over_the_limit_by_content_length_is_413() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.post("/health", content=b"x" * (MAX_BODY + 1))
     # Refused before routing: not a 405 even though /health takes no POST.
     error = assert_error(response, 413, "PAYLOAD_TOO_LARGE", "/health")
@@ -449,14 +455,14 @@ async def test_body_over_the_limit_by_content_length_is_413() -> None:
 
 
 async def test_body_at_the_limit_by_content_length_passes() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.post("/health", content=b"x" * MAX_BODY)
     assert response.status_code == 405  # reaches the router
 
 
 async def test_body_limit_follows_the_setting() -> None:
     settings = dev_settings(server=ServerSettings(max_body_bytes=4096))
-    async with serve(create_app(settings)) as client:
+    async with serve(service_app(settings)) as client:
         passes = await client.post("/health", content=b"x" * 4096)
         refused = await client.post("/health", content=b"x" * 4097)
     assert passes.status_code == 405
@@ -501,7 +507,7 @@ async def test_body_longer_than_its_content_length_is_413() -> None:
 @pytest.mark.parametrize("value", [b"abc", b"-1", b"1.5", b"1e3", b"", b" ", b"0x10"])
 async def test_invalid_content_length_is_400(value: bytes) -> None:
     sent = await raw_request(
-        create_app(dev_settings()), "POST", "/health", headers=[(b"content-length", value)]
+        service_app(dev_settings()), "POST", "/health", headers=[(b"content-length", value)]
     )
     status, headers = start_of(sent)
     assert status == 400
@@ -514,7 +520,7 @@ async def test_invalid_content_length_is_400(value: bytes) -> None:
 @pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u00b3"])  # superscript digits, in latin-1
 async def test_non_ascii_digits_in_content_length_are_400_not_500(value: str) -> None:
     sent = await raw_request(
-        create_app(dev_settings()),
+        service_app(dev_settings()),
         "POST",
         "/health",
         headers=[(b"content-length", value.encode("latin-1"))],
@@ -527,7 +533,7 @@ async def test_non_ascii_digits_in_content_length_are_400_not_500(value: str) ->
 async def test_huge_content_length_is_413_not_500() -> None:
     # int() refuses decimal strings of more than 4300 digits; this is still just "too large".
     sent = await raw_request(
-        create_app(dev_settings()), "POST", "/health", headers=[(b"content-length", b"9" * 5000)]
+        service_app(dev_settings()), "POST", "/health", headers=[(b"content-length", b"9" * 5000)]
     )
     status, _ = start_of(sent)
     assert status == 413
@@ -535,7 +541,7 @@ async def test_huge_content_length_is_413_not_500() -> None:
 
 
 async def test_leading_zeros_in_content_length_are_just_a_number() -> None:
-    app = create_app(dev_settings())
+    app = service_app(dev_settings())
     small = await raw_request(app, "POST", "/health", [(b"content-length", b"0" * 5000 + b"5")])
     large = await raw_request(app, "POST", "/health", [(b"content-length", b"0" * 30 + b"1025")])
     assert start_of(small)[0] == 405  # within the limit: reaches the router
@@ -543,7 +549,7 @@ async def test_leading_zeros_in_content_length_are_just_a_number() -> None:
 
 
 async def test_invalid_content_length_via_httpx() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.post("/health", content=b"abc", headers={"Content-Length": "three"})
     error = assert_error(response, 400, "INVALID_INPUT", "/health")
     assert error["message"] == "Content-Length is not a number."
@@ -644,14 +650,14 @@ async def test_app_error_after_the_response_started_propagates() -> None:
     ],
 )
 async def test_every_response_has_a_trace_id(method: str, path: str) -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.request(method, path)
     assert HEX32.match(response.headers["x-trace-id"])
     assert len(response.headers.get_list("x-trace-id")) == 1
 
 
 async def test_each_request_gets_its_own_trace_id() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         ids = {(await client.get("/health")).headers["x-trace-id"] for _ in range(20)}
     assert len(ids) == 20
 
@@ -664,7 +670,7 @@ async def test_error_responses_carry_the_header_trace_id() -> None:
 
 
 async def test_a_valid_traceparent_is_honoured() -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         ok_response = await client.get("/health", headers={"traceparent": TRACEPARENT})
         error_response = await client.get("/missing", headers={"traceparent": TRACEPARENT})
     assert ok_response.headers["x-trace-id"] == TRACE_ID
@@ -684,7 +690,7 @@ async def test_a_valid_traceparent_is_honoured() -> None:
     ],
 )
 async def test_an_invalid_traceparent_gets_a_fresh_trace_id(traceparent: str) -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.get("/missing", headers={"traceparent": traceparent})
     trace_id = response.headers["x-trace-id"]
     assert HEX32.match(trace_id)
@@ -708,7 +714,7 @@ async def test_route_logs_carry_the_request_trace_id(logs: LogCapture) -> None:
 
 
 async def test_access_log_line_per_request(logs: LogCapture) -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         response = await client.get("/version", headers={"traceparent": TRACEPARENT})
         await client.get("/missing")
     (line,) = logs.find("request", path="/version")
@@ -724,14 +730,14 @@ async def test_access_log_line_per_request(logs: LogCapture) -> None:
 
 
 async def test_probe_paths_are_logged_only_at_debug(logs: LogCapture) -> None:
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         await client.get("/health")
         await client.get("/health/ready")
     assert logs.find("request", path="/health") == []
     assert logs.find("request", path="/health/ready") == []
 
     logging.getLogger().setLevel(logging.DEBUG)
-    async with serve(create_app(dev_settings())) as client:
+    async with serve(service_app(dev_settings())) as client:
         await client.get("/health")
     (line,) = logs.find("request", path="/health")
     assert line["level"] == "DEBUG"
@@ -740,7 +746,7 @@ async def test_probe_paths_are_logged_only_at_debug(logs: LogCapture) -> None:
 async def test_probe_path_failures_are_logged_at_info(logs: LogCapture) -> None:
     health = registry()
     health.register("database", failing, critical=True)
-    async with serve(create_app(dev_settings(), health=health)) as client:
+    async with serve(service_app(dev_settings(), health=health)) as client:
         await wait_for_report(client, lambda r: r["status"] == "unhealthy")
     lines = logs.find("request", path="/health/ready", status=503)
     assert lines
@@ -797,7 +803,7 @@ async def test_credentials_do_not_leak_into_the_next_request(logs: LogCapture) -
 
 async def test_fault_injection_delays_only_the_configured_paths() -> None:
     settings = dev_settings(testing=FaultSettings(delay_seconds=0.4, delay_paths=["/version"]))
-    async with serve(create_app(settings)) as client:
+    async with serve(service_app(settings)) as client:
         began = time.monotonic()
         delayed = await client.get("/version")
         delayed_for = time.monotonic() - began
@@ -813,7 +819,7 @@ async def test_fault_injection_delays_only_the_configured_paths() -> None:
 
 
 async def test_fault_injection_is_off_by_default() -> None:
-    app = create_app(dev_settings())
+    app = service_app(dev_settings())
     assert FaultInjectionMiddleware not in [m.cls for m in app.user_middleware]
     async with serve(app) as client:
         began = time.monotonic()
@@ -823,7 +829,7 @@ async def test_fault_injection_is_off_by_default() -> None:
 
 async def test_middleware_order() -> None:
     settings = dev_settings(testing=FaultSettings(delay_seconds=0.1, delay_paths=["/x"]))
-    app = create_app(settings)
+    app = service_app(settings)
     assert [m.cls for m in app.user_middleware] == [
         RequestContextMiddleware,
         ErrorBoundaryMiddleware,
@@ -835,7 +841,7 @@ async def test_middleware_order() -> None:
 
 async def test_delayed_requests_still_get_trace_ids_and_errors() -> None:
     settings = dev_settings(testing=FaultSettings(delay_seconds=0.05, delay_paths=["/nope"]))
-    async with serve(create_app(settings)) as client:
+    async with serve(service_app(settings)) as client:
         response = await client.get("/nope")
     assert_error(response, 404, "NOT_FOUND", "/nope")
 
@@ -875,7 +881,7 @@ async def test_body_limit_passes_a_disconnect_through() -> None:
 async def test_websocket_to_an_unknown_path_is_closed_without_an_access_log(
     logs: LogCapture,
 ) -> None:
-    app = create_app(dev_settings())
+    app = service_app(dev_settings())
     sent: list[Message] = []
 
     async def receive() -> Message:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from pcf_api import config
 from pcf_api.config import (
     KNOWN_DEFAULT_SECRETS,
     MIN_SECRET_LENGTH,
@@ -25,6 +24,7 @@ from pcf_api.config import (
     load_settings,
     redacted_view,
 )
+from pcf_api.config import policy as config_policy
 
 HS256_SECRET = "prod-hs256-Secret-0123456789-abcdefghij"  # long enough for production
 DB_PASSWORD = "dbPassw0rd-Kx81"
@@ -792,7 +792,7 @@ def test_known_default_secrets_are_refused_whatever_the_length_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every known default is also short today; the list must not depend on that.
-    monkeypatch.setattr(config, "MIN_SECRET_LENGTH", 1)
+    monkeypatch.setattr(config_policy, "MIN_SECRET_LENGTH", 1)
 
     assert load({**SAFE_PRODUCTION_ENV, "PCF_AUTH__HS256_SECRET": "short"})
     message = config_error({**SAFE_PRODUCTION_ENV, "PCF_AUTH__HS256_SECRET": "Change-Me"})

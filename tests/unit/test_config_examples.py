@@ -11,7 +11,7 @@ from pcf_api.config import ConfigError, load_settings
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-def test_development_example_loads_with_the_development_profile():
+def test_development_example_loads_with_the_development_profile() -> None:
     loaded = load_settings(environ={}, config_file=CONFIG_DIR / "development.toml")
     settings = loaded.settings
     assert settings.environment == "development"
@@ -19,7 +19,7 @@ def test_development_example_loads_with_the_development_profile():
     assert settings.auth.demo_user == "demo"
 
 
-def test_production_example_reads_its_secrets_from_mounted_files(tmp_path):
+def test_production_example_reads_its_secrets_from_mounted_files(tmp_path: Path) -> None:
     url = tmp_path / "database-url"
     url.write_text("postgresql+asyncpg://pcf:s3cret-password@db.internal/pcf\n")
     hs256 = tmp_path / "hs256"
@@ -45,7 +45,7 @@ def test_production_example_reads_its_secrets_from_mounted_files(tmp_path):
     assert settings.tracing.sample_ratio == 0.1
 
 
-def test_production_example_without_its_secret_files_is_refused():
+def test_production_example_without_its_secret_files_is_refused() -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(environ={}, config_file=CONFIG_DIR / "production.toml")
     assert any("database.url_file" in problem for problem in refused.value.problems)

@@ -6,15 +6,24 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from graphql import GraphQLError
 
 from pcf_api.errors import (
     AppError,
     ErrorCode,
+    StoreConflict,
+    StoreError,
+    StoreOverloaded,
+    StoreTimeout,
+    StoreUnavailable,
     code_for_status,
     default_message,
     error_body,
+    reason_of,
     utc_timestamp,
 )
+from pcf_api.graphql.formatting import error_code, format_error
+from support.logs import capture_logs
 
 # The contract with clients: each code and the HTTP status it is always sent with.
 SPEC_STATUS = {
@@ -214,3 +223,59 @@ class TestErrorBody:
         body = error_body(ErrorCode.INVALID_INPUT, "Bad.", "x", extensions=extensions)
         extensions["maximum"] = 2
         assert body["error"]["extensions"] == {"maximum": 1}
+
+
+# The store's typed errors and the codes the GraphQL layer answers them with: the same codes,
+# messages and log lines as when the GraphQL layer read SQLAlchemy's errors itself.
+STORE_CODES = [
+    (StoreError, "DATABASE_ERROR"),
+    (StoreUnavailable, "DATABASE_ERROR"),
+    (StoreConflict, "DATABASE_ERROR"),
+    (StoreOverloaded, "SERVICE_UNAVAILABLE"),
+    (StoreTimeout, "TIMEOUT"),
+]
+
+
+class TestStoreErrors:
+    @pytest.mark.parametrize(("kind", "code"), STORE_CODES)
+    def test_each_kind_carries_its_code(self, kind: type[StoreError], code: str) -> None:
+        assert kind.code is ErrorCode(code)
+        assert issubclass(kind, StoreError)
+        assert not issubclass(kind, AppError)  # never shown as it is: the message is internal
+
+    def test_the_reason_is_the_underlying_error_type_else_its_own(self) -> None:
+        assert StoreTimeout("QueryCanceledError: canceling", reason="DBAPIError").reason == (
+            "DBAPIError"
+        )
+        assert StoreTimeout("x").reason == "StoreTimeout"
+        assert reason_of(StoreUnavailable("x", reason="OperationalError")) == "OperationalError"
+        assert reason_of(ConnectionRefusedError()) == "ConnectionRefusedError"
+
+    @pytest.mark.parametrize(("kind", "code"), STORE_CODES)
+    def test_the_graphql_layer_answers_its_code_with_the_generic_message(
+        self, kind: type[StoreError], code: str
+    ) -> None:
+        secret = "OperationalError: could not connect to db-primary.internal:5432"
+        error = GraphQLError("boom", path=["notes"], original_error=kind(secret, reason="Operr"))
+        assert error_code(error) is ErrorCode(code)
+        with capture_logs() as logs:
+            formatted = format_error(error, "t" * 32)
+        assert formatted["message"] == default_message(ErrorCode(code))
+        assert formatted["extensions"]["code"] == code
+        assert "db-primary" not in repr(formatted)
+        [line] = logs.records("resolver failed")
+        assert (line["code"], line["reason"], line["level"]) == (code, "Operr", "WARN")
+
+    @pytest.mark.parametrize(
+        ("original", "code"),
+        [
+            (TimeoutError(), "TIMEOUT"),
+            (ConnectionResetError(), "DATABASE_ERROR"),
+            (AppError(ErrorCode.CONFLICT), "CONFLICT"),
+            (RuntimeError("bug"), "INTERNAL_ERROR"),
+        ],
+    )
+    def test_errors_other_than_the_store_s_keep_their_codes(
+        self, original: Exception, code: str
+    ) -> None:
+        assert error_code(GraphQLError("x", original_error=original)) is ErrorCode(code)

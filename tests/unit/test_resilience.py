@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Awaitable, Callable
 
 import pytest
+import structlog
 
-from pcf_api.errors import AppError, ErrorCode
+from pcf_api.errors import AppError, ErrorCode, StoreUnavailable
 from pcf_api.resilience import (
     Availability,
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
     WriteGate,
+    retry_forever,
 )
 from support.logs import capture_logs
 
@@ -152,7 +156,7 @@ async def test_a_full_queue_refuses_new_writes_at_once() -> None:
 
 async def test_a_write_that_fails_again_after_recovery_waits_again() -> None:
     availability = Availability("db")
-    outcomes = [Unavailable(), Unavailable(), "committed"]
+    outcomes: list[Exception | str] = [Unavailable(), Unavailable(), "committed"]
 
     async def write() -> str:
         outcome = outcomes.pop(0)
@@ -176,6 +180,11 @@ class Refused(Exception):
 
 class Rejected(Exception):
     """Stands for "the remote service answered: your request is wrong"."""
+
+
+def state_of(circuit: CircuitBreaker) -> BreakerState:
+    """The state now (a call, so that type checkers do not keep an earlier assertion's)."""
+    return circuit.state
 
 
 def breaker(clock: Clock, *, threshold: int = 3, reset: float = 10.0) -> CircuitBreaker:
@@ -275,7 +284,7 @@ async def test_after_the_reset_timeout_one_probe_passes_and_its_success_closes_i
     with capture_logs() as logs:
         assert await circuit.call(service) == "answer"
 
-    assert circuit.state is BreakerState.CLOSED
+    assert state_of(circuit) is BreakerState.CLOSED
     assert circuit.consecutive_failures == 0
     assert logs.find("circuit closed", circuit="spicedb")
 
@@ -300,7 +309,7 @@ async def test_while_the_probe_is_in_flight_other_calls_are_refused() -> None:
 
     assert await probe == "probed"
     assert refused.value.retry_after == 0
-    assert circuit.state is BreakerState.CLOSED
+    assert state_of(circuit) is BreakerState.CLOSED
 
 
 async def test_a_failed_probe_opens_it_for_another_reset_period() -> None:
@@ -375,3 +384,192 @@ async def test_calls_in_flight_when_it_opened_neither_reopen_nor_extend_it() -> 
 
     clock.now += 5
     assert circuit.state is BreakerState.HALF_OPEN
+
+
+async def test_a_write_gate_marks_the_database_down_with_the_underlying_error_type() -> None:
+    availability = Availability("database")
+    write_gate = WriteGate(
+        availability,
+        capacity=1,
+        max_wait=0.01,
+        is_unavailable=lambda exc: isinstance(exc, StoreUnavailable),
+    )
+
+    async def write() -> None:
+        raise StoreUnavailable("OperationalError: refused", reason="OperationalError")
+
+    with capture_logs() as logs, pytest.raises(AppError):
+        await write_gate.run(write)
+    assert logs.find("dependency unavailable", service="database", reason="OperationalError")
+
+
+# The shared back-off policy (retry_forever): what the database wait at start-up and the events
+# listener's reconnect both follow.
+
+log = structlog.stdlib.get_logger("tests.retry")
+
+
+class Flaky:
+    """Fails ``failures`` times with ``error``, then answers."""
+
+    def __init__(self, failures: int, error: Exception | None = None) -> None:
+        self.failures = failures
+        self.error = error or ConnectionRefusedError("refused")
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "answer"
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def fixed(factor: float) -> Callable[[float, float], float]:
+    """A "random" jitter factor that is always ``factor``."""
+
+    def uniform(low: float, high: float) -> float:
+        assert (low, high) == (0.8, 1.2)
+        return factor
+
+    return uniform
+
+
+async def retry(
+    operation: Callable[[], Awaitable[str]],
+    sleeps: Sleeps,
+    uniform: Callable[[float, float], float] | None = None,
+    **options: object,
+) -> str:
+    return await retry_forever(
+        operation,
+        initial=0.2,
+        cap=1.6,
+        log=log,
+        retrying="thing not reachable; retrying",
+        recovered="thing reachable",
+        sleep=sleeps,
+        uniform=uniform or fixed(1.0),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_back_off_doubles_from_the_initial_delay_up_to_the_cap() -> None:
+    sleeps = Sleeps()
+    assert await retry(Flaky(7), sleeps) == "answer"
+    assert sleeps.delays == pytest.approx([0.2, 0.4, 0.8, 1.6, 1.6, 1.6, 1.6])
+
+
+@pytest.mark.parametrize(
+    ("factor", "expected"),
+    [
+        (0.8, [0.16, 0.32, 0.64, 1.28, 1.28]),
+        (1.2, [0.24, 0.48, 0.96, 1.6, 1.6]),  # jitter never takes a delay past the cap
+    ],
+)
+async def test_jitter_scales_each_delay_by_at_most_twenty_percent_and_the_cap_holds(
+    factor: float, expected: list[float]
+) -> None:
+    sleeps = Sleeps()
+    await retry(Flaky(5), sleeps, fixed(factor))
+    assert sleeps.delays == pytest.approx(expected)
+
+
+async def test_random_jitter_stays_within_its_bounds_and_the_delays_still_grow() -> None:
+    for _ in range(50):
+        sleeps = Sleeps()
+        await retry(Flaky(6), sleeps, uniform=random.uniform)
+        bases = [0.2, 0.4, 0.8, 1.6, 1.6, 1.6]
+        assert all(
+            0.8 * base <= delay <= min(1.2 * base, 1.6)
+            for delay, base in zip(sleeps.delays, bases, strict=True)
+        )
+        assert sleeps.delays[:4] == sorted(sleeps.delays[:4])
+
+
+async def test_each_failure_is_logged_with_the_attempt_the_delay_and_the_reason() -> None:
+    sleeps = Sleeps()
+    with capture_logs() as logs:
+        await retry(Flaky(2), sleeps, fields={"backend": "x", "channel": "c"})
+    failures = logs.records("thing not reachable; retrying")
+    assert [line["level"] for line in failures] == ["WARN", "WARN"]
+    assert [
+        {key: line[key] for key in ("backend", "channel", "attempt", "retry_in_seconds", "reason")}
+        for line in failures
+    ] == [
+        {
+            "backend": "x",
+            "channel": "c",
+            "attempt": 1,
+            "retry_in_seconds": 0.2,
+            "reason": "ConnectionRefusedError",
+        },
+        {
+            "backend": "x",
+            "channel": "c",
+            "attempt": 2,
+            "retry_in_seconds": 0.4,
+            "reason": "ConnectionRefusedError",
+        },
+    ]
+    [recovered] = logs.records("thing reachable")
+    assert (recovered["level"], recovered["attempt"], recovered["backend"]) == ("INFO", 3, "x")
+
+
+async def test_the_delay_is_logged_rounded_to_milliseconds() -> None:
+    sleeps = Sleeps()
+    with capture_logs() as logs:
+        await retry(Flaky(1), sleeps, fixed(1.123456))
+    [line] = logs.records("thing not reachable; retrying")
+    assert line["retry_in_seconds"] == 0.225
+    assert sleeps.delays == [pytest.approx(0.2 * 1.123456)]
+
+
+async def test_a_store_error_is_logged_by_its_underlying_type_and_describe_can_say_more() -> None:
+    sleeps = Sleeps()
+    error = StoreUnavailable("OperationalError: refused", reason="OperationalError")
+    with capture_logs() as logs:
+        await retry(Flaky(1, error), sleeps)
+        await retry(
+            Flaky(1), sleeps, describe=lambda exc: {"error": f"{type(exc).__name__}: {exc}"}
+        )
+    first, second = logs.records("thing not reachable; retrying")
+    assert first["reason"] == "OperationalError"
+    assert second["error"] == "ConnectionRefusedError: refused"
+    assert "reason" not in second
+
+
+async def test_success_at_once_logs_nothing() -> None:
+    sleeps = Sleeps()
+    with capture_logs() as logs:
+        assert await retry(Flaky(0), sleeps) == "answer"
+    assert logs.records() == []
+    assert sleeps.delays == []
+
+
+async def test_cancellation_is_no_failure_it_ends_the_loop() -> None:
+    sleeps = Sleeps()
+
+    async def cancelled() -> str:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await retry(cancelled, sleeps)
+    assert sleeps.delays == []
+
+    waiting = asyncio.create_task(
+        retry_forever(
+            Flaky(1000), initial=10, cap=10, log=log, retrying="thing not reachable; retrying"
+        )
+    )
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 
 from pcf_api.auth.identity import AuthenticationError, TokenVerifier
 from pcf_api.config import known_keys, load_settings
-from pcf_api.observability.logging import REDACTED, get_logger
+from pcf_api.observability.logging import REDACTED, get_logger, scrubber
 from pcf_api.secretfiles import LIVE_KEYS, RotatingSecret, SecretFiles
 from pcf_api.store.database import database_password
 from support.logs import LogCapture, capture_logs
@@ -48,6 +48,8 @@ def rewrite(path: Path, text: str) -> None:
 
 
 def watched(path: Path, key: str = "auth.hs256_secret", **kwargs: Any) -> RotatingSecret:
+    """A secret told to teach log redaction its new values, as the composition root wires it."""
+    kwargs.setdefault("on_new_secret", scrubber.add_secrets)
     secret = RotatingSecret(key, path.read_text().rstrip("\n"), path, **kwargs)
     secret.check()  # the baseline, as the watcher's first pass takes it
     return secret
@@ -321,6 +323,88 @@ def test_a_rotated_database_url_teaches_redaction_its_password(
     assert logs.records(f"connect failed for {REDACTED} ({REDACTED})")
 
 
+def test_the_hook_learns_the_new_value_before_the_rotation_is_logged_or_applied(
+    tmp_path: Path, logs: LogCapture
+) -> None:
+    path = tmp_path / "database-url"
+    path.write_text("postgresql+asyncpg://app:old-pw-1@db:5432/app")
+    secret = watched(path, "database.url")
+    heard: list[tuple[list[str], int, str]] = []
+
+    def hear(values: Iterable[str]) -> None:
+        heard.append((list(values), len(logs.records("secret rotated")), secret.value))
+
+    secret.on_new_secret = hear
+
+    rewrite(path, "postgresql+asyncpg://app:n%40w-pw-2@db:5432/app")
+    secret.check()
+
+    # The value, and the password inside it as written and as the driver uses it; no rotation
+    # line yet, and the old value still in use.
+    assert heard == [
+        (
+            ["postgresql+asyncpg://app:n%40w-pw-2@db:5432/app", "n%40w-pw-2", "n@w-pw-2"],
+            0,
+            "postgresql+asyncpg://app:old-pw-1@db:5432/app",
+        )
+    ]
+    assert len(logs.records("secret rotated")) == 1
+
+
+def test_secret_files_hand_their_hook_to_every_secret_without_one(tmp_path: Path) -> None:
+    path = tmp_path / "hs256-secret"
+    path.write_text(OLD)
+    settings = load_settings(
+        environ={
+            "PCF_ENVIRONMENT": "development",
+            "PCF_AUTH__HS256_SECRET_FILE": str(path),
+            "PCF_METRICS__PASSWORD": "m-secret",
+        }
+    ).settings
+    heard: list[list[str]] = []
+
+    def hook(values: Iterable[str]) -> None:
+        heard.append(list(values))
+
+    def own(values: Iterable[str]) -> None:
+        raise AssertionError("not this secret's")
+
+    wired = SecretFiles.from_settings(settings, on_new_secret=hook)
+    registry = SecretFiles(
+        [RotatingSecret("metrics.password", "m", on_new_secret=own)], on_new_secret=hook
+    )
+
+    assert {key: wired.get(key).on_new_secret for key in settings.secret_items()} == {  # type: ignore[union-attr]
+        "database.url": hook,
+        "auth.hs256_secret": hook,
+        "metrics.password": hook,
+    }
+    assert registry.get("metrics.password").on_new_secret is own  # type: ignore[union-attr]
+    assert SecretFiles.from_settings(settings).get("auth.hs256_secret").on_new_secret is None  # type: ignore[union-attr]
+    rewrite(path, NEW)
+    wired.check_all()
+    assert heard == [[NEW]]
+
+
+def test_redaction_learns_a_value_rotated_through_the_registry(
+    tmp_path: Path, logs: LogCapture
+) -> None:
+    path = tmp_path / "hs256-secret"
+    path.write_text(OLD)
+    settings = load_settings(
+        environ={"PCF_ENVIRONMENT": "development", "PCF_AUTH__HS256_SECRET_FILE": str(path)}
+    ).settings
+    secrets = SecretFiles.from_settings(settings, on_new_secret=scrubber.add_secrets)
+    secrets.check_all()
+
+    rewrite(path, NEW)
+    assert [secret.key for secret in secrets.check_all()] == ["auth.hs256_secret"]
+    get_logger("test.secrets").warning(f"token signed with {NEW}")
+
+    assert logs.records(f"token signed with {REDACTED}")
+    assert NEW not in logs.text()
+
+
 def test_a_setting_read_at_start_only_says_so(tmp_path: Path, logs: LogCapture) -> None:
     path = tmp_path / "events-redis-url"
     path.write_text("redis://:one@cache/0")
@@ -484,7 +568,9 @@ async def test_the_watcher_applies_a_change_within_its_interval(
 
 
 @pytest.mark.anyio
-async def test_the_watcher_stops_cleanly_and_survives_a_broken_check(tmp_path: Path) -> None:
+async def test_the_watcher_stops_cleanly_and_survives_a_broken_check(
+    tmp_path: Path, logs: LogCapture
+) -> None:
     path = tmp_path / "hs256-secret"
     path.write_text(OLD)
 
@@ -497,10 +583,15 @@ async def test_the_watcher_stops_cleanly_and_survives_a_broken_check(tmp_path: P
 
     secrets = SecretFiles([Exploding("auth.hs256_secret", OLD, path)], interval=0.01)
     secrets.start()
-    await asyncio.sleep(0.1)
+    # Waited for rather than slept on: each failure is logged with its traceback, which takes
+    # a while on a busy machine.
+    deadline = time.monotonic() + 5
+    while Exploding.calls < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     await secrets.stop()
     calls = Exploding.calls
     assert calls >= 3  # it kept going after the failures
+    assert len(logs.records("checking a secret file failed")) == calls
     await asyncio.sleep(0.05)
     assert Exploding.calls == calls  # and stopped
     await secrets.stop()  # twice is fine

@@ -24,14 +24,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+import structlog
 from cachetools import LRUCache
 
 from pcf_api.auth.policy import NOTE, Action, BackendUnavailable, Relation, Resource, Role
-from pcf_api.observability.logging import get_logger
 from pcf_api.resilience import CircuitBreaker, CircuitOpenError
 from pcf_api.secretfiles import RotatingSecret, fixed
 
-log = get_logger(__name__)
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 USER = "user"
 HAS_PERMISSION = "PERMISSIONSHIP_HAS_PERMISSION"

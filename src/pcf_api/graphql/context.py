@@ -9,7 +9,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from pcf_api.auth.authorizer import Authorizer
-from pcf_api.auth.identity import Authenticator, Identity
+from pcf_api.auth.identity import Identity
 from pcf_api.config import Settings
 from pcf_api.health import HealthRegistry
 from pcf_api.observability.tracing import Tracing
@@ -21,14 +21,13 @@ from pcf_api.store.resilient import ResilientNoteStore
 
 @dataclass
 class Services:
-    """Long-lived collaborators, built once at start-up."""
+    """The long-lived collaborators resolvers use, built by the composition root."""
 
     settings: Settings
     store: ResilientNoteStore
     broker: EventBroker
     health: HealthRegistry
     subscriptions: SubscriptionCounter
-    authenticator: Authenticator
     authorizer: Authorizer
     rate_limiter: RateLimiter
     tracing: Tracing | None = None

@@ -1,8 +1,8 @@
 """Strawberry extensions for the WebSocket path, which runs through Strawberry's own executor.
 
-The HTTP path applies the same limits and error format itself (see http.py); these hooks make
-subscriptions behave the same: query limits before execution, and every error with a stable
-code, the trace id and a timestamp.
+The HTTP path calls the admission pipeline and formats errors itself (see http.py); these hooks
+make operations on a socket behave the same: admission before execution, and every error with a
+stable code, the trace id and a timestamp.
 """
 
 from __future__ import annotations
@@ -10,81 +10,62 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import GraphQLError, OperationDefinitionNode, OperationType
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 
 from pcf_api.errors import AppError
+from pcf_api.graphql.admission import Admission
 from pcf_api.graphql.context import GraphQLContext
 from pcf_api.graphql.documents import fragments_of, root_field_names
 from pcf_api.graphql.formatting import format_error
-from pcf_api.graphql.limits import QueryLimits, analyze_document, check
-from pcf_api.ratelimit import Budget
+from pcf_api.graphql.limits import analyze_document
 
 
-class QueryLimitsExtension(SchemaExtension):
-    def __init__(self, *, limits: QueryLimits) -> None:
-        self.limits = limits
+class AdmissionExtension(SchemaExtension):
+    """Operations on a socket pass the same admission as over HTTP: limits, then budgets.
 
-    def on_validate(self) -> Iterator[None]:
+    Identity was settled once for the socket, when it was opened; a subscription's own budget
+    is spent when its stream starts (see ``schema._events``)."""
+
+    def __init__(self, *, admission: Admission) -> None:
+        self.admission = admission
+
+    async def on_validate(self) -> AsyncIterator[None]:
         # Before validation runs: a pre-execution error set here is returned as is.
         context = self.execution_context
         document = context.graphql_document
-        if document is not None:
+        graphql_context = context.context
+        if document is not None and isinstance(graphql_context, GraphQLContext):
+            operation = _selected(document, context.operation_name)
             try:
-                check(
-                    analyze_document(document),
-                    context.operation_name,
-                    context.variables,
-                    self.limits,
+                await self.admission.admit(
+                    shape=analyze_document(document),
+                    operation=operation.operation if operation is not None else None,
+                    root_fields=(
+                        root_field_names(operation, fragments_of(document))
+                        if operation is not None
+                        else ()
+                    ),
+                    operation_name=context.operation_name,
+                    variables=context.variables,
+                    client_id=graphql_context.client_id,
+                    spend_subscription=False,
                 )
             except AppError as error:
                 context.pre_execution_errors = [GraphQLError(error.message, original_error=error)]
         yield
 
 
-class RateLimitExtension(SchemaExtension):
-    """Queries and mutations over the WebSocket spend from the same budgets as over HTTP (a
-    subscription spends when it starts, see ``schema._events``)."""
-
-    async def on_validate(self) -> AsyncIterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        graphql_context = context.context
-        if document is not None and isinstance(graphql_context, GraphQLContext):
-            operation = next(
-                (
-                    definition
-                    for definition in document.definitions
-                    if isinstance(definition, OperationDefinitionNode)
-                    and (
-                        context.operation_name is None or _named(definition, context.operation_name)
-                    )
-                ),
-                None,
-            )
-            if operation is not None and operation.operation is not OperationType.SUBSCRIPTION:
-                budget = (
-                    Budget.MUTATION
-                    if operation.operation is OperationType.MUTATION
-                    else Budget.QUERY
-                )
-                costs = {budget: 1}
-                searches = root_field_names(operation, fragments_of(document)).count("searchNotes")
-                if searches:
-                    costs[Budget.SEARCH] = searches
-                try:
-                    await graphql_context.services.rate_limiter.spend(
-                        graphql_context.client_id, costs
-                    )
-                except AppError as error:
-                    context.pre_execution_errors = [
-                        GraphQLError(error.message, original_error=error)
-                    ]
-        yield
-
-
-def _named(operation: OperationDefinitionNode, name: str) -> bool:
-    return operation.name is not None and operation.name.value == name
+def _selected(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
+    return next(
+        (
+            definition
+            for definition in document.definitions
+            if isinstance(definition, OperationDefinitionNode)
+            and (name is None or (definition.name is not None and definition.name.value == name))
+        ),
+        None,
+    )
 
 
 class ErrorFormatExtension(SchemaExtension):

@@ -1,9 +1,10 @@
 """GraphQL errors as clients see them: a stable code, trace id and timestamp, nothing internal.
 
-Resolvers raise AppError for anything the client should know about. Database failures become
-DATABASE_ERROR, time-outs TIMEOUT, no free pooled connection (overload) SERVICE_UNAVAILABLE,
-and anything else INTERNAL_ERROR with a generic message —
-the exception itself is logged under the same trace id, never sent.
+Resolvers raise AppError for anything the client should know about. The store's typed errors
+(``pcf_api.errors.StoreError``) carry their code: database failures DATABASE_ERROR, statement
+time-outs TIMEOUT, no free pooled connection (overload) SERVICE_UNAVAILABLE. Other time-outs
+are TIMEOUT, and anything else INTERNAL_ERROR with a generic message — the exception itself is
+logged under the same trace id, never sent.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from graphql import GraphQLError
-from sqlalchemy.exc import SQLAlchemyError
 
-from pcf_api.errors import AppError, ErrorCode, default_message, utc_timestamp
+from pcf_api.errors import (
+    AppError,
+    ErrorCode,
+    StoreError,
+    default_message,
+    reason_of,
+    utc_timestamp,
+)
 from pcf_api.observability.logging import get_logger
 from pcf_api.observability.tracecontext import current_span_id
-from pcf_api.store.database import is_pool_exhausted, is_statement_timeout
 
 log = get_logger(__name__)
 
@@ -25,15 +31,11 @@ def error_code(error: GraphQLError) -> ErrorCode:
     original = error.original_error
     if original is None or isinstance(original, GraphQLError):
         return ErrorCode.INVALID_INPUT  # syntax, validation or variable coercion
-    if isinstance(original, AppError):
+    if isinstance(original, AppError | StoreError):
         return original.code
-    if isinstance(original, TimeoutError) or (
-        isinstance(original, SQLAlchemyError) and is_statement_timeout(original)
-    ):
+    if isinstance(original, TimeoutError):
         return ErrorCode.TIMEOUT
-    if is_pool_exhausted(original):
-        return ErrorCode.SERVICE_UNAVAILABLE
-    if isinstance(original, SQLAlchemyError | ConnectionError):
+    if isinstance(original, ConnectionError):
         return ErrorCode.DATABASE_ERROR
     return ErrorCode.INTERNAL_ERROR
 
@@ -52,9 +54,7 @@ def format_error(error: GraphQLError, trace_id: str) -> dict[str, Any]:
         if code is ErrorCode.INTERNAL_ERROR:
             log.error("resolver failed", path=error.path, exc_info=original)
         else:
-            log.warning(
-                "resolver failed", path=error.path, code=code, reason=type(original).__name__
-            )
+            log.warning("resolver failed", path=error.path, code=code, reason=reason_of(original))
     extensions.update(_identifiers(code, trace_id))
     formatted: dict[str, Any] = {"message": message}
     if error.locations:

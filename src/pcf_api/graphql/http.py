@@ -31,18 +31,18 @@ from starlette.types import Receive, Scope, Send
 from strawberry.http.ides import get_graphql_ide_html
 
 from pcf_api.auth.authorizer import AuthorizationUnavailable
-from pcf_api.auth.identity import AuthenticationError, Identity
+from pcf_api.auth.identity import AuthenticationError
 from pcf_api.errors import AppError, ErrorCode
+from pcf_api.graphql.admission import Admission
 from pcf_api.graphql.context import GraphQLContext, Services, make_context
 from pcf_api.graphql.documents import DocumentCache, PreparedDocument
 from pcf_api.graphql.formatting import app_error, format_error
-from pcf_api.graphql.limits import QueryLimits, check
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracecontext import current_trace_id
 from pcf_api.observability.tracing import Tracing, optional_span
-from pcf_api.ratelimit import Budget
 from pcf_api.store.models import Note
 
+GRAPHQL_PATH = "/graphql"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 _ALLOWED = "GET, POST"
@@ -102,34 +102,6 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _identify(services: Services, scope: Scope) -> Identity | None:
-    """The caller: a bearer token's subject, or (development) the demo user; None when the
-    request carries no credentials and no demo user is configured. Bad tokens raise 401."""
-    authorization = _header(scope, b"authorization") or None
-    authenticator = services.authenticator
-    if authorization is None and authenticator.demo_user is None:
-        return None
-    return await authenticator.authenticate(authorization, _header(scope, b"x-demo-user") or None)
-
-
-_BUDGETS = {
-    OperationType.QUERY: Budget.QUERY,
-    OperationType.MUTATION: Budget.MUTATION,
-    OperationType.SUBSCRIPTION: Budget.SUBSCRIPTION,
-}
-
-
-def _budgets(
-    prepared: PreparedDocument, operation: OperationType | None, operation_name: str | None
-) -> dict[Budget, int]:
-    """What the request spends: one of its operation's kind, and one search per searchNotes."""
-    costs = {_BUDGETS[operation]: 1} if operation is not None else {}
-    searches = prepared.fields(operation_name).count("searchNotes")
-    if searches:
-        costs[Budget.SEARCH] = searches
-    return costs
-
-
 @dataclass(slots=True)
 class Observation:
     """What the metrics say about one request; filled in as the request is understood."""
@@ -157,33 +129,28 @@ def _unavailable(errors: Sequence[GraphQLError]) -> AppError | None:
 
 
 class GraphQLHTTP:
-    """The /graphql endpoint for HTTP; WebSocket requests go to ``websocket_app``."""
+    """The /graphql endpoint for HTTP; WebSocket requests go to ``websocket.SubscriptionsApp``."""
 
     def __init__(
         self,
         *,
-        limits: QueryLimits,
+        admission: Admission,
+        services: Services,
+        documents: DocumentCache,
         introspection: bool,
         graphiql: bool,
-        cache_size: int,
         execution_timeout: float,
         metrics: Metrics | None,
         tracing: Tracing | None = None,
     ) -> None:
-        self.limits = limits
+        self.admission = admission
+        self.services = services
+        self.documents = documents
         self.metrics = metrics
         self.tracing = tracing
         self.introspection = introspection
         self.graphiql = graphiql
-        self.cache_size = cache_size
         self.execution_timeout = execution_timeout
-        self.services: Services | None = None
-        self.documents: DocumentCache | None = None
-
-    def attach(self, services: Services, documents: DocumentCache) -> None:
-        """Start answering queries; until then the service is starting and answers 503."""
-        self.services = services
-        self.documents = documents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -211,18 +178,15 @@ class GraphQLHTTP:
             return HTMLResponse(get_graphql_ide_html("graphiql"))
         if method not in ("GET", "POST"):
             raise AppError(ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": _ALLOWED})
+        self.admission.ensure_open()
         services, documents = self.services, self.documents
-        if services is None or documents is None:
-            raise AppError(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "The service is starting.",
-                headers={"Retry-After": "5"},
-            )
         modern = _accepts_graphql_response(scope)
         trace_id = current_trace_id.get() or ""
         try:
             request = await self._parse_request(scope, receive, method)
-            identity = await _identify(services, scope)
+            identity = await self.admission.identify(
+                _header(scope, b"authorization") or None, _header(scope, b"x-demo-user") or None
+            )
             if identity is None and not self.introspection:
                 raise AuthenticationError(None, "Authentication is required.")
             prepared = documents.cached(request.query)
@@ -248,15 +212,18 @@ class GraphQLHTTP:
                 )
             if identity is None and not prepared.is_introspection(request.operation_name):
                 raise AuthenticationError(None, "Authentication is required.")
-            complexity = 0
-            if prepared.shape is not None:
-                variables = request.variables or {}
-                complexity = check(prepared.shape, request.operation_name, variables, self.limits)
             client = scope.get("client")
             client_id = identity.subject if identity is not None else client[0] if client else ""
-            await services.rate_limiter.spend(
-                client_id, _budgets(prepared, operation, request.operation_name)
-            )
+            complexity = 0
+            if prepared.shape is not None:
+                complexity = await self.admission.admit(
+                    shape=prepared.shape,
+                    operation=operation,
+                    root_fields=prepared.fields(request.operation_name),
+                    operation_name=request.operation_name,
+                    variables=request.variables,
+                    client_id=client_id,
+                )
         except AppError as error:
             return self._respond(
                 {"errors": [app_error(error, trace_id)]},

@@ -13,12 +13,11 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLObjectType, GraphQLSchema
-from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import Info
-from strawberry.types.field import StrawberryField
 
 from pcf_api import __version__
 from pcf_api.auth.policy import NOTE, Action, Resource, Role
+from pcf_api.compat.strawberry import graphql_core_schema, plain_attribute
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql import validation
 from pcf_api.graphql.authz import (
@@ -313,7 +312,7 @@ class Subscription:
 
 def build_schema(**kwargs: Any) -> strawberry.Schema:
     schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, **kwargs)
-    read_plain_fields_directly(schema._schema)
+    read_plain_fields_directly(graphql_core_schema(schema))
     return schema
 
 
@@ -322,20 +321,15 @@ def read_plain_fields_directly(schema: GraphQLSchema) -> None:
     attribute in one call.
 
     Strawberry resolves such a field through its wrapper, ``StrawberryField.get_result`` and
-    then ``getattr``; a page of ten notes resolves 42 of them per request. Only fields Strawberry
-    itself resolves with its plain-attribute path (``_is_default``: no permission classes, field
-    extensions or exception handlers) and the default ``getattr`` are changed."""
+    then ``getattr``, for every note of a page. Only fields Strawberry itself resolves by plain
+    attribute (see ``compat.strawberry.plain_attribute``) are changed."""
     for graphql_type in schema.type_map.values():
         if not isinstance(graphql_type, GraphQLObjectType):
             continue
         for field in graphql_type.fields.values():
-            definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
-            if (
-                isinstance(definition, StrawberryField)
-                and getattr(field.resolve, "_is_default", False)
-                and definition.default_resolver is getattr
-            ):
-                field.resolve = _attribute(definition.python_name)
+            name = plain_attribute(field)
+            if name is not None:
+                field.resolve = _attribute(name)
 
 
 def _attribute(name: str) -> Callable[[Any, Any], Any]:

@@ -1,12 +1,12 @@
-"""The database engine: creation from settings, start-up retries, and the readiness check."""
+"""The database engine: creation from settings, start-up retries, the readiness check, and the
+translation of SQLAlchemy's errors into the store's typed errors (``pcf_api.errors``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import contextvars
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from functools import partial
@@ -14,17 +14,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy
+import structlog
 from sqlalchemy import Connection, Engine, Pool, event, text
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.util import greenlet_spawn
 
+from pcf_api.compat.sqlalchemy import greenlet_spawn
 from pcf_api.config import DatabaseSettings
-from pcf_api.observability.logging import get_logger
+from pcf_api.errors import (
+    StoreConflict,
+    StoreError,
+    StoreOverloaded,
+    StoreTimeout,
+    StoreUnavailable,
+)
+from pcf_api.resilience import retry_forever
 from pcf_api.secretfiles import RotatingSecret, SecretFiles
 
-log = get_logger(__name__)
+# structlog's own logger: the store does not depend on pcf_api.observability, which configures it.
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -101,7 +110,7 @@ def create_engine(
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # Two connections: SQLite has one writer at a time anyway, and every further connection
-        # is a driver thread contending with the event loop for the GIL (see docs/benchmarks.md).
+        # is a driver thread contending with the event loop for the GIL (docs/benchmarks.md).
         engine = create_async_engine(
             url,
             pool_size=SQLITE_POOL_SIZE,
@@ -167,17 +176,17 @@ plain values (it reads every row it needs before returning)."""
 
 class Database:
     """Where the store and the local authorizer run their SQL: each operation is one ``Work``
-    function, run in one go.
+    function, run in one go. Its failures are the store's typed errors (``store_error``), never
+    SQLAlchemy's or the driver's; an exception ``work`` raises itself passes unchanged.
 
     Why not ``AsyncConnection.execute`` throughout: aiosqlite hops to its connection's thread
     and back for every driver call (cursor, execute, fetch, close, and the rollback on release:
-    five for one read), and those hops were ≈ 20 % of a notes query's CPU (docs/benchmarks.md).
+    five for one read), a large share of a notes query's CPU (docs/benchmarks.md, change 5).
     On SQLite an operation therefore runs whole on a synchronous pysqlite engine in a thread
     pool, one hop per operation. asyncpg is native asyncio: on PostgreSQL the same function runs
     in the async engine's event-loop bridge, whole: one greenlet for checkout, statements and
-    return (``AsyncConnection`` would take three, and a task of its own to close; ≈ 14 % of the
-    instructions of a read, measured with callgrind, docs/benchmarks.md). ``greenlet_spawn`` is
-    the bridge ``AsyncConnection.run_sync`` itself uses.
+    return, where ``AsyncConnection`` would take three and a task of its own to close
+    (docs/benchmarks.md, change 9; the bridge is in ``pcf_api.compat.sqlalchemy``).
 
     ``engine``, the async engine, stays for start-up and migrations.
     """
@@ -217,15 +226,27 @@ class Database:
     async def read(self, work: Work[T]) -> T:
         """``work`` on a connection without a transaction of its own (autocommit on
         PostgreSQL; SQLite opens none for a SELECT)."""
-        if self._threaded is not None:
-            return await self._threaded.run(work, transaction=False)
-        return await greenlet_spawn(_run, self._reader.sync_engine.connect, work)
+        try:
+            if self._threaded is not None:
+                return await self._threaded.run(work, transaction=False)
+            return await greenlet_spawn(_run, self._reader.sync_engine.connect, work)
+        except Exception as exc:
+            error = store_error(exc)
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
     async def write(self, work: Work[T]) -> T:
         """``work`` in a transaction, committed when it returns, rolled back when it raises."""
-        if self._threaded is not None:
-            return await self._threaded.run(work, transaction=True)
-        return await greenlet_spawn(_run, self.engine.sync_engine.begin, work)
+        try:
+            if self._threaded is not None:
+                return await self._threaded.run(work, transaction=True)
+            return await greenlet_spawn(_run, self.engine.sync_engine.begin, work)
+        except Exception as exc:
+            error = store_error(exc)
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
     async def ping(self) -> None:
         """One round trip through the pool that serves requests; raises when it fails."""
@@ -251,8 +272,8 @@ class _ThreadedSQLite:
     """A pysqlite engine and one thread per pooled connection.
 
     Admission is counted on the event loop: a request that finds every connection busy waits
-    at most ``pool_timeout_seconds`` and then fails like SQLAlchemy's own pool (its
-    ``TimeoutError``, which the API answers as SERVICE_UNAVAILABLE). A slot comes free when the
+    at most ``pool_timeout_seconds`` and then fails like SQLAlchemy's own pool (StoreOverloaded,
+    which the API answers as SERVICE_UNAVAILABLE). A slot comes free when the
     thread is done, not when the caller stops waiting: a cancelled request's statement still
     holds its connection until it ends.
     """
@@ -294,8 +315,9 @@ class _ThreadedSQLite:
             async with asyncio.timeout(self.pool_timeout):
                 await self._slots.acquire()
         except TimeoutError:
-            raise sqlalchemy_exc.TimeoutError(
-                f"all {self.size} SQLite connections stayed busy for {self.pool_timeout:g} s"
+            raise StoreOverloaded(
+                f"all {self.size} SQLite connections stayed busy for {self.pool_timeout:g} s",
+                reason="TimeoutError",
             ) from None
 
     def _free_slot(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
@@ -317,13 +339,45 @@ def create_database(
     return Database(create_engine(settings, password=password), settings)
 
 
+def store_error(exc: BaseException) -> StoreError | None:
+    """The typed error ``exc`` stands for; None when it is no database failure (an error the
+    work raised itself). The one place that reads SQLAlchemy's and the drivers' errors."""
+    if isinstance(exc, StoreError):
+        return exc
+    kind: type[StoreError]
+    if is_pool_exhausted(exc):
+        kind = StoreOverloaded
+    elif is_statement_timeout(exc):
+        kind = StoreTimeout
+    elif is_unavailable(exc):
+        kind = StoreUnavailable
+    elif isinstance(exc, sqlalchemy_exc.IntegrityError):
+        kind = StoreConflict
+    elif isinstance(exc, sqlalchemy_exc.SQLAlchemyError):
+        kind = StoreError
+    else:
+        return None
+    return kind(_describe(exc), reason=type(exc).__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether an error means "the database cannot be reached" rather than "this query is wrong".
 
     Only such errors make writes wait and reads fall back to the cache. A request that found
     every pooled connection busy (SQLAlchemy's pool time-out) is not one: the database answers,
-    this instance is overloaded (see ``is_pool_exhausted``).
+    this instance is overloaded (see ``is_pool_exhausted``). Takes the store's typed errors
+    (StoreUnavailable) as well as SQLAlchemy's.
     """
+    if isinstance(exc, StoreError):
+        return isinstance(exc, StoreUnavailable)
+    return _cannot_reach(exc)
+
+
+def _cannot_reach(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError):
         return True
     if isinstance(exc, sqlalchemy_exc.DBAPIError):
@@ -339,11 +393,13 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def is_pool_exhausted(exc: BaseException) -> bool:
     """No pooled connection came free within ``database.pool_timeout_seconds``: overload."""
-    return isinstance(exc, sqlalchemy_exc.TimeoutError)
+    return isinstance(exc, StoreOverloaded | sqlalchemy_exc.TimeoutError)
 
 
 def is_statement_timeout(exc: BaseException) -> bool:
     """The server cancelled a statement that ran past statement_timeout (SQLSTATE 57014)."""
+    if isinstance(exc, StoreError):
+        return isinstance(exc, StoreTimeout)
     original = getattr(exc, "orig", None)
     return _sqlstate(original) == "57014"
 
@@ -366,32 +422,15 @@ async def ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
-def backoff_delays(
-    initial: float, cap: float, *, jitter: Callable[[float], float] | None = None
-) -> Iterator[float]:
-    """1 s, 2 s, 4 s … up to the cap, each with ±20 % jitter so replicas do not retry in step."""
-    jitter = jitter or (lambda delay: delay * random.uniform(0.8, 1.2))  # noqa: S311 - not crypto
-    delay = initial
-    while True:
-        yield min(jitter(delay), cap)
-        delay = min(delay * 2, cap)
-
-
 async def wait_for_database(engine: AsyncEngine, *, initial: float, cap: float) -> None:
     """Retry until the database answers, forever: a pod that waits is better than one that
-    crash-loops while the database restarts. Each failed attempt is logged with the next delay."""
-    for attempt, delay in enumerate(backoff_delays(initial, cap), start=1):
-        try:
-            await ping(engine)
-        except Exception as exc:  # noqa: BLE001 - any failure means: not yet
-            log.warning(
-                "database not reachable; retrying",
-                attempt=attempt,
-                retry_in_seconds=round(delay, 3),
-                reason=type(exc).__name__,
-            )
-            await asyncio.sleep(delay)
-        else:
-            if attempt > 1:
-                log.info("database reachable", attempt=attempt)
-            return
+    crash-loops while the database restarts. Each failed attempt is logged with the next delay
+    (``pcf_api.resilience.retry_forever``)."""
+    await retry_forever(
+        partial(ping, engine),
+        initial=initial,
+        cap=cap,
+        log=log,
+        retrying="database not reachable; retrying",
+        recovered="database reachable",
+    )

@@ -11,6 +11,7 @@ import asyncio
 import fcntl
 from pathlib import Path
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -19,11 +20,11 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pcf_api.config import DatabaseSettings
-from pcf_api.observability.logging import get_logger
 from pcf_api.secretfiles import SecretFiles
 from pcf_api.store.database import create_engine, database_password, wait_for_database
 
-log = get_logger(__name__)
+# structlog's own logger: the store does not depend on pcf_api.observability, which configures it.
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_lock takes a bigint; any fixed value unique to this application will do.

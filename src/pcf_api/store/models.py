@@ -27,8 +27,8 @@ def new_note_id() -> str:
 
 
 class Note(NamedTuple):
-    """A note as stored. A named tuple: immutable like a frozen dataclass, and about three times
-    cheaper to build, which counts when every list query builds dozens (docs/benchmarks.md)."""
+    """A note as stored. A named tuple: immutable like a frozen dataclass, and cheaper to build,
+    which counts when every list query builds dozens (docs/benchmarks.md, change 4)."""
 
     id: str
     title: str

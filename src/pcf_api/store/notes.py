@@ -118,7 +118,8 @@ def _like_pattern(text: str) -> str:
 
 
 class NoteStore:
-    """Reads and writes notes. Raises SQLAlchemy errors as they come; callers decide policy.
+    """Reads and writes notes. Failures are the store's typed errors (``pcf_api.errors``,
+    raised by ``Database``); callers decide policy.
 
     Each operation is one unit of work on ``Database`` (see there why): the functions below
     the class, run whole, on one connection."""

@@ -16,17 +16,17 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
+import structlog
 from cachetools import LRUCache
-from sqlalchemy.exc import IntegrityError
 
-from pcf_api.errors import AppError, ErrorCode
-from pcf_api.observability.logging import get_logger
+from pcf_api.errors import AppError, ErrorCode, StoreConflict, reason_of
 from pcf_api.resilience import Availability, WriteGate
 from pcf_api.store.database import Database, is_unavailable
 from pcf_api.store.models import Note, new_note_id
 from pcf_api.store.notes import Deletion, NotePage, NoteStore
 
-log = get_logger(__name__)
+# structlog's own logger: the store does not depend on pcf_api.observability, which configures it.
+log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ class ResilientNoteStore:
             await self.database.ping()
         except Exception as exc:
             if is_unavailable(exc):
-                self._went_down(type(exc).__name__)
+                self._went_down(reason_of(exc))
             raise
         self.availability.mark_up()
 
@@ -91,7 +91,7 @@ class ResilientNoteStore:
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
-                self._went_down(type(exc).__name__)
+                self._went_down(reason_of(exc))
             else:
                 self._remember(found.values())
                 return found, False
@@ -132,7 +132,7 @@ class ResilientNoteStore:
                 return await self.store.create(
                     title=title, content=content, author=author, note_id=note_id, owner=owner
                 )
-            except IntegrityError:
+            except StoreConflict:
                 # Only a retry can collide with its own id: the first attempt did commit.
                 existing = await self.store.get(note_id) if attempts > 1 else None
                 if existing is None:
@@ -164,7 +164,7 @@ class ResilientNoteStore:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
-            self._went_down(type(exc).__name__)
+            self._went_down(reason_of(exc))
             raise database_error() from None
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:

@@ -2,8 +2,8 @@
 
 Why not SQLAlchemy's ``before_cursor_execute`` / ``after_cursor_execute``: once an engine has
 any connection-level listener, every ``Connection`` dispatches through a joined dispatcher that
-builds a new listener collection for each event it checks — seven per statement, ≈ 60 µs of a
-SQLite read's 300 µs, measured (docs/benchmarks.md). The dialect's ``do_execute`` events are
+builds a new listener collection for each event it checks — seven per statement, a measurable
+share of a read (docs/benchmarks.md, change 8). The dialect's ``do_execute`` events are
 checked on the dialect alone, and a listener that runs the statement itself (returning True, as
 the event's documentation describes) sees it start and end, with its error.
 """

@@ -1,4 +1,4 @@
-"""Tokens verified with keys fetched from a real local issuer (spec: auth/identity.py JwksKeySet).
+"""Tokens verified with keys fetched from a real local issuer (spec: auth/keys.py JwksKeySet).
 
 The issuer serves an OIDC discovery document and a JWKS with RSA and EC keys made at test time.
 Keys are cached by kid; an unknown kid triggers at most one refresh per interval; rotation is
@@ -16,12 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from pcf_api.auth.identity import (
-    AuthenticationError,
-    AuthenticationUnavailable,
-    JwksKeySet,
-    TokenVerifier,
-)
+from pcf_api.auth.errors import AuthenticationError, AuthenticationUnavailable
+from pcf_api.auth.keys import JwksKeySet
+from pcf_api.auth.tokens import TokenVerifier
 from pcf_api.errors import ErrorCode
 from support.jwks_server import AUDIENCE, JwksServer, ec_key, rsa_key
 from support.logs import capture_logs

@@ -16,6 +16,7 @@ from sqlalchemy.exc import ProgrammingError
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.policy import Action, BackendUnavailable, Relation, Resource, Role
 from pcf_api.config import DatabaseSettings
+from pcf_api.errors import StoreError
 from pcf_api.store.database import Database, create_database, create_engine
 from pcf_api.store.migrate import alembic_config, current_revision, upgrade_to_head
 from pcf_api.store.tables import note_relationships, notes
@@ -169,10 +170,15 @@ async def test_a_database_error_that_is_no_outage_propagates() -> None:
         database = create_database(DatabaseSettings(url=SecretStr(url)))
         backend = LocalBackend(database)  # not migrated: the table does not exist
         try:
-            with pytest.raises(ProgrammingError, match="note_relationships"):
+            # The store's typed error for "this query is wrong", not an outage (which would be
+            # BackendUnavailable, answered from the cache).
+            with pytest.raises(StoreError, match="note_relationships") as read:
                 await backend.check("ann", Resource.note("notes:1"), Action.READ)
-            with pytest.raises(ProgrammingError, match="note_relationships"):
+            with pytest.raises(StoreError, match="note_relationships") as write:
                 await backend.delete("notes:1")
+            for caught in (read, write):
+                assert type(caught.value) is StoreError
+                assert isinstance(caught.value.__cause__, ProgrammingError)
         finally:
             await database.dispose()
 

@@ -302,11 +302,15 @@ async def test_the_breaker_opens_after_consecutive_failures_and_recovers_with_th
 ) -> None:
     backend = spicedb_authorizer.backend
     assert isinstance(backend, SpiceDBBackend)
+
+    def breaker_state() -> BreakerState:  # read afresh each time (mypy would narrow a property)
+        return backend.breaker.state
+
     spicedb_server.mode = "error"
     for subject in ("a", "b", "c"):
         with pytest.raises(AuthorizationUnavailable):
             await spicedb_authorizer.check(subject, NOTE, Action.READ)
-    assert backend.breaker.state is BreakerState.OPEN
+    assert breaker_state() is BreakerState.OPEN
     reached = spicedb_server.hits[CHECK]
 
     for subject in ("d", "e", "f"):
@@ -316,11 +320,11 @@ async def test_the_breaker_opens_after_consecutive_failures_and_recovers_with_th
 
     spicedb_server.mode = "ok"
     clock.now += RESET
-    assert backend.breaker.state is BreakerState.HALF_OPEN
+    assert breaker_state() is BreakerState.HALF_OPEN
     decision = await spicedb_authorizer.check("d", NOTE, Action.READ)
 
     assert not decision.from_cache
-    assert backend.breaker.state is BreakerState.CLOSED
+    assert breaker_state() is BreakerState.CLOSED
     assert spicedb_authorizer.health_status() is AuthzHealth.HEALTHY
 
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from pcf_api.app import create_app
+from pcf_api.composition import Service, build_service
 from pcf_api.config import load_settings
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -77,25 +76,27 @@ def settings_for(database_url: str, **env: str) -> Any:
 
 
 @asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """The app through its lifespan, once the notes API is ready, with an HTTP client to it."""
+async def running(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's app through its lifespan, once the notes API is ready, with an HTTP client
+    to it."""
+    app = service.app
     async with app.router.lifespan_context(app):
         for _ in range(200):
-            if app.state.notes_api.ready:
+            if service.ready:
                 break
             await asyncio.sleep(0.05)
-        assert app.state.notes_api.ready, "notes API did not become ready"
+        assert service.ready, "notes API did not become ready"
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
 
 
 @pytest.fixture
-def app(database_url: str) -> Starlette:
-    return create_app(settings_for(database_url))
+def service(database_url: str) -> Service:
+    return build_service(settings_for(database_url))
 
 
 @pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[GraphQLClient]:
-    async with running(app) as http:
+async def client(service: Service) -> AsyncIterator[GraphQLClient]:
+    async with running(service) as http:
         yield GraphQLClient(http)

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 from support.jwks_server import AUDIENCE, JwksServer, rsa_key
 from support.logs import capture_logs
 
@@ -43,7 +43,7 @@ async def client(database_url: str, issuer: JwksServer) -> AsyncIterator[GraphQL
         # An unknown kid may refetch the keys at once (60 s apart by default).
         PCF_AUTH__JWKS_REFRESH_MIN_INTERVAL_SECONDS="0",
     )
-    async with running(create_app(settings)) as http:
+    async with running(build_service(settings)) as http:
         yield GraphQLClient(http, user=None)
 
 
@@ -165,7 +165,7 @@ async def test_readiness_is_degraded_while_the_issuers_keys_cannot_be_loaded(
         PCF_AUTH__JWKS_REFRESH_MIN_INTERVAL_SECONDS="0",
         PCF_HEALTH__CHECK_INTERVAL_SECONDS="0.2",
     )
-    async with running(create_app(settings)) as http:
+    async with running(build_service(settings)) as http:
 
         def keys(status: str) -> Any:
             return lambda report: (

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 from support.logs import capture_logs
 from support.spicedb_server import PRESHARED_KEY, SpiceDBServer
 
@@ -43,7 +43,7 @@ async def client(
     request: pytest.FixtureRequest, database_url: str, spicedb_server: SpiceDBServer
 ) -> AsyncIterator[GraphQLClient]:
     env = spicedb_env(spicedb_server) if request.param == "spicedb" else {}
-    async with running(create_app(settings_for(database_url, **env))) as http:
+    async with running(build_service(settings_for(database_url, **env))) as http:
         yield GraphQLClient(http)
 
 
@@ -129,8 +129,8 @@ async def test_a_deleted_notes_id_answers_like_any_unknown_id(client: GraphQLCli
 async def test_a_repeated_check_within_the_ttl_does_not_reach_spicedb(
     database_url: str, spicedb_server: SpiceDBServer
 ) -> None:
-    app = create_app(settings_for(database_url, **spicedb_env(spicedb_server)))
-    async with running(app) as http:
+    service = build_service(settings_for(database_url, **spicedb_env(spicedb_server)))
+    async with running(service) as http:
         client = GraphQLClient(http)
         note_id = await shared_note(client)
         before = spicedb_server.calls("/v1/permissions/checkbulk")
@@ -146,7 +146,7 @@ async def test_a_repeated_check_within_the_ttl_does_not_reach_spicedb(
 
 async def test_every_decision_is_audited_without_token_content(database_url: str) -> None:
     with capture_logs() as logs:
-        async with running(create_app(settings_for(database_url))) as http:
+        async with running(build_service(settings_for(database_url))) as http:
             client = GraphQLClient(http)
             note_id = await shared_note(client)
             await outcome(client, NOTE, note_id, STRANGER)
@@ -168,7 +168,7 @@ SEARCH = '{ searchNotes(query: "x") { id } }'
 async def test_the_eleventh_search_in_a_minute_is_refused_with_retry_after(
     database_url: str,
 ) -> None:
-    async with running(create_app(settings_for(database_url))) as http:
+    async with running(build_service(settings_for(database_url))) as http:
         client = GraphQLClient(http)
         statuses = [(await client.post(SEARCH)).status_code for _ in range(10)]
         refused = await client.post(SEARCH)
@@ -186,7 +186,7 @@ async def test_the_eleventh_search_in_a_minute_is_refused_with_retry_after(
 
 async def test_aliases_spend_one_search_each(database_url: str) -> None:
     many = "{ " + " ".join(f'a{i}: searchNotes(query: "x") {{ id }}' for i in range(6)) + " }"
-    async with running(create_app(settings_for(database_url))) as http:
+    async with running(build_service(settings_for(database_url))) as http:
         client = GraphQLClient(http)
         first = await client.post(many)
         second = await client.post(many)
@@ -196,7 +196,7 @@ async def test_aliases_spend_one_search_each(database_url: str) -> None:
 
 async def test_mutations_have_their_own_budget(database_url: str) -> None:
     settings = settings_for(database_url, PCF_RATE_LIMIT__MUTATIONS="2/minute")
-    async with running(create_app(settings)) as http:
+    async with running(build_service(settings)) as http:
         client = GraphQLClient(http)
         await client.create()
         await client.create()
@@ -212,8 +212,8 @@ async def test_mutations_have_their_own_budget(database_url: str) -> None:
 async def test_while_spicedb_is_away_cached_decisions_serve_and_uncached_ones_get_503(
     database_url: str, spicedb_server: SpiceDBServer
 ) -> None:
-    app = create_app(settings_for(database_url, **spicedb_env(spicedb_server)))
-    async with running(app) as http:
+    service = build_service(settings_for(database_url, **spicedb_env(spicedb_server)))
+    async with running(service) as http:
         client = GraphQLClient(http)
         known = await shared_note(client)
         unknown = await shared_note(client)

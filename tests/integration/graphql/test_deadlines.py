@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 from support.databases import postgres_database
 
 from .conftest import running, settings_for
@@ -38,7 +38,7 @@ def pg_url() -> Iterator[str]:
 
 async def test_a_statement_past_the_database_deadline_is_timeout(pg_url) -> None:
     settings = settings_for(pg_url, PCF_DATABASE__STATEMENT_TIMEOUT_SECONDS="1")
-    async with running(create_app(settings)) as client:
+    async with running(build_service(settings)) as client:
         with locked_notes_table(pg_url):
             response = await client.post("/graphql", json={"query": "{ notes { totalCount } }"})
         error = response.json()["errors"][0]
@@ -54,7 +54,7 @@ async def test_execution_past_the_graphql_deadline_is_timeout_504(pg_url) -> Non
         PCF_DATABASE__STATEMENT_TIMEOUT_SECONDS="10",
         PCF_GRAPHQL__EXECUTION_TIMEOUT_SECONDS="1",
     )
-    async with running(create_app(settings)) as client:
+    async with running(build_service(settings)) as client:
         with locked_notes_table(pg_url):
             response = await client.post("/graphql", json={"query": "{ notes { totalCount } }"})
         assert response.status_code == 504
@@ -68,7 +68,7 @@ async def test_a_request_past_the_http_deadline_is_timeout_504(tmp_path) -> None
         PCF_TESTING__DELAY_SECONDS="2",
         PCF_TESTING__DELAY_PATHS="/version",
     )
-    async with running(create_app(settings)) as client:
+    async with running(build_service(settings)) as client:
         response = await client.get("/version")
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "TIMEOUT"

@@ -15,7 +15,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 
 from .conftest import settings_for
 
@@ -93,14 +93,17 @@ class Client:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     database = Path(tmp_path_factory.mktemp("fuzz")) / "fuzz.db"
-    app = create_app(settings_for(f"sqlite+aiosqlite:///{database}", PCF_LOG__LEVEL="CRITICAL"))
+    service = build_service(
+        settings_for(f"sqlite+aiosqlite:///{database}", PCF_LOG__LEVEL="CRITICAL")
+    )
+    app = service.app
     transport = httpx.ASGITransport(app=app)
     with (
         start_blocking_portal() as portal,
         portal.wrap_async_context_manager(app.router.lifespan_context(app)),
     ):
         deadline = time.monotonic() + 10
-        while not app.state.notes_api.ready and time.monotonic() < deadline:
+        while not service.ready and time.monotonic() < deadline:
             time.sleep(0.02)
         http = httpx.AsyncClient(transport=transport, base_url="http://test", timeout=10)
         yield Client(portal, http)

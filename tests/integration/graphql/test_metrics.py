@@ -11,7 +11,7 @@ import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 
 from .conftest import GraphQLClient, running, settings_for
 
@@ -61,7 +61,7 @@ def sample_names(text: str) -> set[str]:
 
 
 async def test_the_specified_metrics_are_exported_with_bounded_labels(database_url: str) -> None:
-    async with running(create_app(settings_for(database_url))) as http:
+    async with running(build_service(settings_for(database_url))) as http:
         await drive(GraphQLClient(http))
         text = (await http.get("/metrics")).text
 
@@ -80,7 +80,7 @@ async def test_the_specified_metrics_are_exported_with_bounded_labels(database_u
 async def test_promtool_finds_the_exposition_clean(database_url: str) -> None:
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool is part of the test toolchain (apt: prometheus)"
-    async with running(create_app(settings_for(database_url))) as http:
+    async with running(build_service(settings_for(database_url))) as http:
         await drive(GraphQLClient(http))
         text = (await http.get("/metrics")).text
     checked = await asyncio.to_thread(
@@ -103,7 +103,7 @@ async def test_no_secret_reaches_the_metrics(database_url: str) -> None:
         PCF_METRICS__PASSWORD="metrics-password-0123456789",
     )
     token = jwt.encode({"sub": "alice", "exp": time.time() + 600}, HS256_SECRET, "HS256")
-    async with running(create_app(settings)) as http:
+    async with running(build_service(settings)) as http:
         client = GraphQLClient(http)
         await client.post(
             "query Secretive($q: String!) { searchNotes(query: $q) { id } }",
@@ -123,7 +123,7 @@ async def test_top_level_resolvers_are_timed_only_when_asked(
     database_url: str, field_timing: bool
 ) -> None:
     settings = settings_for(database_url, PCF_METRICS__FIELD_TIMING=str(field_timing).lower())
-    async with running(create_app(settings)) as http:
+    async with running(build_service(settings)) as http:
         await GraphQLClient(http).data("{ notes { totalCount } }")
         text = (await http.get("/metrics")).text
     timed = 'graphql_field_resolution_duration_seconds_count{field="Query.notes"} 1.0' in text

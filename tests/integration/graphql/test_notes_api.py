@@ -152,11 +152,12 @@ async def test_health_field_reports_the_database(client) -> None:
 
 
 async def test_many_notes_by_id_in_one_query_are_read_and_authorized_in_one_select_each(
-    app, client
+    service, client
 ) -> None:
     ids = [(await client.create(title=f"n{i}"))["id"] for i in range(5)]
     statements: list[str] = []
-    engines = app.state.notes_api.services.store.database.statement_engines
+    assert service.notes is not None
+    engines = service.notes.services.store.database.statement_engines
 
     def record(*args: object) -> None:
         statements.append(str(args[2]))

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 from pcf_api.health import Status
 
 from .conftest import GraphQLClient, running, settings_for
@@ -27,12 +27,13 @@ async def test_a_busy_pool_answers_service_unavailable_and_stays_ready(database_
         PCF_DATABASE__POOL_TIMEOUT_SECONDS="0.3",
         PCF_HEALTH__CHECK_TIMEOUT_SECONDS="1",
     )
-    app = create_app(settings)
-    async with running(app) as http:
+    service = build_service(settings)
+    assert service.notes is not None
+    async with running(service) as http:
         client = GraphQLClient(http)
         await client.create()
-        notes_api = app.state.notes_api
-        database = notes_api.services.store.database
+        store = service.notes.services.store
+        database = store.database
         async with AsyncExitStack() as held:
             for _ in range(database.pool.size()):
                 if database.dialect_name == "sqlite":  # its serving pool is synchronous
@@ -43,12 +44,12 @@ async def test_a_busy_pool_answers_service_unavailable_and_stays_ready(database_
             body = (await client.post(NOTES)).json()
             (error,) = body["errors"]
             assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
-            assert notes_api.services.store.availability.is_up  # not taken for an outage
+            assert store.availability.is_up  # not taken for an outage
 
             began = asyncio.get_running_loop().time()
-            await app.state.health.check_all()
+            await service.health.check_all()
             assert asyncio.get_running_loop().time() - began < 0.5  # no ping queued behind
-            assert app.state.health.status() is Status.HEALTHY
+            assert service.health.status() is Status.HEALTHY
 
         data = await client.data(NOTES)
         assert data["notes"]["totalCount"] == 1

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from starlette.applications import Starlette
 
-from pcf_api.app import create_app
+from pcf_api.composition import Service, build_service
 from pcf_api.config import load_settings
 
 from .conftest import running
@@ -24,8 +23,8 @@ TOKEN = jwt.encode({"sub": "alice", "exp": time.time() + 3600}, HS256_SECRET, "H
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _app(environ: dict[str, str]) -> Starlette:
-    return create_app(load_settings(environ=environ).settings)
+def _service(environ: dict[str, str]) -> Service:
+    return build_service(load_settings(environ=environ).settings)
 
 
 @pytest.fixture
@@ -35,7 +34,7 @@ async def production(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/prod.db",
         "PCF_AUTH__HS256_SECRET": HS256_SECRET,
     }
-    async with running(_app(environ)) as client:
+    async with running(_service(environ)) as client:
         yield client
 
 
@@ -45,7 +44,7 @@ async def development(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         "PCF_ENVIRONMENT": "development",
         "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/dev.db",
     }
-    async with running(_app(environ)) as client:
+    async with running(_service(environ)) as client:
         yield client
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pcf_api.app import create_app
+from pcf_api.composition import build_service
 from support.jsonserver import Answer
 from support.logs import capture_logs
 from support.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -36,7 +36,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 def traced(database_url: str, receiver: OtlpReceiver, ratio: str = "1.0") -> object:
-    return create_app(
+    return build_service(
         settings_for(
             database_url,
             PCF_TRACING__ENABLED="true",
@@ -196,7 +196,7 @@ async def test_calls_to_spicedb_are_spans_and_carry_the_trace(
             PCF_AUTHZ__SPICEDB_ENDPOINT=spicedb.url,
             PCF_AUTHZ__SPICEDB_PRESHARED_KEY=PRESHARED_KEY,
         )
-        async with running(create_app(settings)) as http:
+        async with running(build_service(settings)) as http:
             await GraphQLClient(http).post(
                 CREATE,
                 headers={"traceparent": TRACEPARENT, "X-Demo-User": "alice"},

@@ -1,4 +1,4 @@
-"""Bearer token verification and the demo identity (spec: auth/identity.py).
+"""Bearer token verification and the demo identity (spec: auth/tokens.py and auth/keys.py).
 
 Every rejected token is a 401 with an RFC 6750 challenge whose description is a fixed sentence;
 the token's content never appears in it. Keys here are a shared secret and local PEM/JWKS files;
@@ -25,19 +25,12 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from pcf_api.auth.authorizer import Authorizer
-from pcf_api.auth.factory import create_authenticator, create_authorizer, create_verifier
-from pcf_api.auth.identity import (
-    AuthenticationError,
-    Authenticator,
-    Identity,
-    JwksKeySet,
-    StaticKeys,
-    TokenVerifier,
-    bearer_token,
-    parse_key_document,
-)
+from pcf_api.auth.errors import AuthenticationError
+from pcf_api.auth.keys import JwksKeySet, StaticKeys, parse_key_document
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
+from pcf_api.auth.tokens import Authenticator, Identity, TokenVerifier, bearer_token
+from pcf_api.composition import create_authenticator, create_authorizer, create_verifier
 from pcf_api.config import AuthSettings, AuthzSettings, DatabaseSettings, Settings
 from pcf_api.errors import ErrorCode
 from pcf_api.store.database import create_database
@@ -564,13 +557,45 @@ async def test_tokens_are_refused_when_no_keys_are_configured() -> None:
     assert caught.value.error == "invalid_token"
 
 
+class RecordingKeys:
+    """A key source that remembers being started and closed, with the keys of a static one."""
+
+    def __init__(self, keys: StaticKeys) -> None:
+        self.keys = keys
+        self.calls: list[str] = []
+
+    async def key_for(self, kid: str | None, algorithm: str) -> jwt.PyJWK:
+        return await self.keys.key_for(kid, algorithm)
+
+    async def start(self) -> None:
+        self.calls.append("start")
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+
 async def test_starting_and_closing_pass_through_to_the_key_source(rsa: SigningKey) -> None:
-    authenticator = Authenticator(verifier(keys=StaticKeys([rsa.public_jwk])))
+    keys = RecordingKeys(StaticKeys([rsa.public_jwk]))
+    authenticator = Authenticator(verifier(keys=keys))
+
     await authenticator.start()
+    assert keys.calls == ["start"]
+    identity = await authenticator.authenticate(f"Bearer {rsa.sign(claims())}")
+    assert identity.subject == "alice"
     await authenticator.aclose()
-    bare = Authenticator(None)
+    assert keys.calls == ["start", "aclose"]
+
+
+async def test_starting_and_closing_without_a_verifier_changes_nothing() -> None:
+    bare = Authenticator(None, demo_user="demo")
+
     await bare.start()
     await bare.aclose()
+
+    assert (await bare.authenticate(None)).subject == "demo"
+    with pytest.raises(AuthenticationError) as caught:
+        await bare.authenticate(f"Bearer {hs256()}")
+    assert caught.value.error == "invalid_token"
 
 
 # --- Construction from settings ---------------------------------------------------------------

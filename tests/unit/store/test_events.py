@@ -1,4 +1,4 @@
-"""The events broker's subscriber side, on the in-process backend (spec: store/events.py).
+"""The events broker's subscriber side, on the in-process backend (spec: store/events/).
 
 Every subscriber receives every event published after it subscribed, in publish order. A
 subscriber is bounded: when its queue is full the broker drops it, logging why with the event's

@@ -9,11 +9,13 @@ path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, exc, text
+from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy.engine.events import ConnectionEvents, DialectEvents
 
 from pcf_api.store.statements import StatementEnd, observe_statements
 
@@ -97,8 +99,24 @@ def test_every_hook_sees_every_statement_and_a_hook_may_skip_its_end(engine: Eng
     assert skipped == ["SELECT 1"]
 
 
-def test_hooks_leave_connections_without_connection_level_events(engine: Engine) -> None:
+def test_hooks_listen_to_dialect_events_only_never_to_connection_events(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listened: list[tuple[object, str, Callable[..., Any]]] = []
+    listen = event.listen
+
+    def recording_listen(target: Any, identifier: str, fn: Callable[..., Any], **kw: Any) -> None:
+        listened.append((target, identifier, fn))
+        listen(target, identifier, fn, **kw)
+
+    monkeypatch.setattr(event, "listen", recording_listen)
     observe_statements(engine, Recorder())
-    assert engine._has_events is False
-    with engine.connect() as connection:
-        assert connection._has_events is False
+    observe_statements(engine, Recorder())  # a second hook adds no listener
+
+    connection_events = {name for name in vars(ConnectionEvents) if not name.startswith("_")}
+    dialect_events = {name for name in vars(DialectEvents) if not name.startswith("_")}
+    identifiers = sorted(identifier for _, identifier, _ in listened)
+    assert identifiers == ["do_execute", "do_execute_no_params", "do_executemany"]
+    assert set(identifiers) <= dialect_events
+    assert not set(identifiers) & connection_events
+    assert all(event.contains(target, name, fn) for target, name, fn in listened)

@@ -1,0 +1,359 @@
+"""The settings schema: one frozen pydantic model per section, validated as a whole.
+
+Which keys exist and which of them hold secrets is derived from these models, so the loader,
+log redaction and ``pcf-api config show`` never keep a list of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, get_args
+from urllib.parse import unquote, urlsplit
+
+import limits
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+Environment = Literal["development", "staging", "production"]
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+FILE_SUFFIX = "_file"
+
+_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+
+
+def _normalise_level(value: Any) -> Any:
+    if isinstance(value, str):
+        upper = value.strip().upper()
+        return _LEVEL_ALIASES.get(upper, upper)
+    return value
+
+
+def _split_list(value: Any) -> Any:
+    """Environment variables carry lists as comma-separated text."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    drain_seconds: float = Field(5.0, ge=0, le=300)
+    shutdown_timeout: float = Field(30.0, gt=0, le=600)
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    gc_young_threshold: int = Field(10_000, ge=0, le=1_000_000)
+
+
+class LogSettings(Section):
+    level: LogLevel = "INFO"
+    format: LogFormat = "json"
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return _normalise_level(value)
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in _split_list(value)]
+            if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+                raise ValueError("expected comma-separated name=LEVEL pairs")
+            value = {name.strip(): level for name, level in pairs}
+        if isinstance(value, Mapping):
+            return {name: _normalise_level(level) for name, level in value.items()}
+        return value
+
+
+class HealthSettings(Section):
+    check_interval_seconds: float = Field(5.0, gt=0, le=300)
+    check_timeout_seconds: float = Field(2.0, gt=0, le=4.5)
+    warn_interval_seconds: float = Field(30.0, gt=0)
+
+
+class DatabaseSettings(Section):
+    url: SecretStr | None = None
+    url_file: Path | None = None
+    # Replaces the password in ``url`` (a file of its own is easier to rotate than a URL).
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    pool_size: int = Field(20, ge=1, le=200)
+    max_overflow: int = Field(0, ge=0, le=200)
+    pool_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    statement_timeout_seconds: float = Field(20.0, gt=0, le=300)
+    retry_initial_seconds: float = Field(1.0, gt=0, le=60)
+    retry_max_seconds: float = Field(60.0, gt=0, le=600)
+    auto_migrate: bool = False
+    read_cache_size: int = Field(10_000, ge=0)
+    write_queue_size: int = Field(1000, ge=0)
+    write_wait_seconds: float = Field(20.0, ge=0, le=300)
+    unavailable_after_seconds: float = Field(30.0, ge=0)
+
+
+class GraphQLSettings(Section):
+    max_depth: int = Field(15, ge=1, le=50)
+    max_complexity: int = Field(1000, ge=1)
+    max_aliases: int = Field(10, ge=0)
+    max_tokens: int = Field(2000, ge=10)
+    max_document_bytes: int = Field(100_000, ge=100)
+    document_cache_size: int = Field(1000, ge=0)
+    introspection: bool = False
+    graphiql: bool = False
+    execution_timeout_seconds: float = Field(25.0, gt=0, le=300)
+    max_subscriptions: int = Field(1000, ge=0)
+    max_subscriptions_per_client: int = Field(10, ge=0)
+    subscription_idle_timeout_seconds: float = Field(1800.0, gt=0)
+
+
+class EventsSettings(Section):
+    backend: Literal["auto", "memory", "postgres", "redis"] = "auto"
+    redis_url: SecretStr | None = None
+    redis_url_file: Path | None = None
+
+
+# Signing algorithms a bearer token may use. ``none`` is never one of them.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+class AuthSettings(Section):
+    """Bearer-token verification. Keys come from ``hs256_secret``, ``jwks_path``, ``jwks_url``
+    or, when neither of the last two is set, the OIDC discovery document of ``issuer``."""
+
+    hs256_secret: SecretStr | None = None
+    hs256_secret_file: Path | None = None
+    jwks_url: str | None = None
+    jwks_path: Path | None = None  # not `_file`: that suffix means "the secret x read from a file"
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] | None = None
+    leeway_seconds: float = Field(30.0, ge=0, le=300)
+    jwks_refresh_min_interval_seconds: float = Field(60.0, ge=0, le=3600)
+    jwks_max_age_seconds: float = Field(3600.0, gt=0, le=86400)
+    http_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    demo_user: str | None = None
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _algorithms_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            supported = ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS
+            unknown = [name for name in value if name not in supported]
+            if unknown:
+                allowed = ", ".join(sorted(supported))
+                raise ValueError(f"unsupported algorithm(s) {unknown} (allowed: {allowed})")
+            if not value:
+                raise ValueError("at least one algorithm is required")
+            value = list(dict.fromkeys(value))
+        return value
+
+    def allowed_algorithms(self) -> frozenset[str]:
+        """The configured list, or RS256 and ES256 plus HS256 when a shared secret is set."""
+        if self.algorithms is not None:
+            return frozenset(self.algorithms)
+        defaults = {"RS256", "ES256"}
+        if self.hs256_secret is not None:
+            defaults.add("HS256")
+        return frozenset(defaults)
+
+
+class AuthzSettings(Section):
+    """Authorization decisions: the backend, the decision cache and the SpiceDB client."""
+
+    backend: Literal["local", "spicedb"] = "local"
+    cache_ttl_seconds: float = Field(300.0, ge=0, le=3600)
+    cache_size: int = Field(100_000, ge=0, le=10_000_000)
+    stale_window_seconds: float = Field(300.0, ge=0, le=3600)
+    spicedb_endpoint: str | None = None
+    spicedb_preshared_key: SecretStr | None = None
+    spicedb_preshared_key_file: Path | None = None
+    spicedb_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    spicedb_fully_consistent: bool = False
+    breaker_failure_threshold: int = Field(5, ge=1, le=1000)
+    breaker_reset_seconds: float = Field(10.0, gt=0, le=600)
+
+    @field_validator("spicedb_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+RATE_LIMIT_STORAGE_SCHEMES = frozenset(
+    {"memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster"}
+)
+
+
+class RateLimitSettings(Section):
+    """Per-client request budgets in the ``limits`` notation (``1000/minute``, ``10 per second``).
+    ``storage_url`` unset keeps the counters in process; a Redis URL shares them."""
+
+    enabled: bool = True
+    queries: str = "1000/minute"
+    mutations: str = "100/minute"
+    subscriptions: str = "10/minute"
+    search: str = "10/minute"
+    storage_url: SecretStr | None = None
+    storage_url_file: Path | None = None
+
+    @field_validator("queries", "mutations", "subscriptions", "search")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            limits.parse_many(value)
+        except ValueError:
+            raise ValueError("expected a rate such as '100/minute' or '10 per second'") from None
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0]
+            if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+                schemes = ", ".join(f"{name}://" for name in sorted(RATE_LIMIT_STORAGE_SCHEMES))
+                raise ValueError(f"expected one of {schemes}")
+        return value
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    port: int | None = Field(None, ge=1, le=65535)
+    username: str = Field("prometheus", min_length=1, max_length=100)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    field_timing: bool = False
+
+
+class TracingSettings(Section):
+    """OpenTelemetry traces over OTLP/HTTP; off unless enabled."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    headers: SecretStr | None = None
+    headers_file: Path | None = None
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    service_name: str = Field("pcf-api", min_length=1, max_length=100)
+    export_interval_seconds: float = Field(5.0, gt=0, le=60)
+    export_timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+
+class SecretsSettings(Section):
+    """Secrets read from files (``x_file``) are checked for changes this often; 0: never."""
+
+    reload_interval_seconds: float = Field(10.0, ge=0, le=3600)
+
+
+class TestingSettings(Section):
+    """Fault injection for the test suite; refused outside development."""
+
+    delay_seconds: float = Field(0.0, ge=0, le=60)
+    delay_paths: list[str] = Field(default_factory=list)
+
+    @field_validator("delay_paths", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return _split_list(value)
+
+
+class Settings(Section):
+    environment: Environment = "production"
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    health: HealthSettings = HealthSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    graphql: GraphQLSettings = GraphQLSettings()
+    events: EventsSettings = EventsSettings()
+    auth: AuthSettings = AuthSettings()
+    authz: AuthzSettings = AuthzSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    testing: TestingSettings = TestingSettings()
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for log redaction. Includes the database password alone."""
+        values: list[str] = []
+        for key, secret in _secret_fields(self):
+            values.extend(redaction_forms(key, secret.get_secret_value()))
+        return values
+
+    def secret_items(self) -> dict[str, str]:
+        """Every configured secret's value, by key (``database.url``, ``auth.hs256_secret``, …)."""
+        return {key: secret.get_secret_value() for key, secret in _secret_fields(self)}
+
+    def secret_files(self) -> dict[str, Path]:
+        """The secrets that were read from a file (``x_file``), by key, with that file."""
+        files: dict[str, Path] = {}
+        for key, _ in _secret_fields(self):
+            section, name = key.split(".")
+            path = getattr(getattr(self, section), name + FILE_SUFFIX, None)
+            if isinstance(path, Path):
+                files[key] = path
+        return files
+
+
+def redaction_forms(key: str, value: str) -> list[str]:
+    """What log redaction must scrub for the secret ``key`` holding ``value``: the value, and for
+    a URL also the password inside it (the driver logs it apart from the URL)."""
+    values = [value]
+    if key.endswith("_url") or key.endswith(".url"):
+        try:
+            password = urlsplit(value).password
+        except ValueError:  # not parseable as a URL; the whole value is still listed
+            password = None
+        if password:
+            # As written in the URL (percent-encoded) and as the driver will use it.
+            values.extend(dict.fromkeys([password, unquote(password)]))
+    return [item for item in values if item]
+
+
+@cache
+def known_keys() -> dict[str, bool]:
+    """Every settable dotted key, mapped to whether it holds a secret."""
+    keys: dict[str, bool] = {"environment": False}
+    for section_name, field in Settings.model_fields.items():
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, Section)):
+            continue
+        for name, sub in section.model_fields.items():
+            keys[f"{section_name}.{name}"] = _is_secret(sub.annotation)
+    return keys
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+def _secret_fields(settings: Settings) -> Iterable[tuple[str, SecretStr]]:
+    for key, secret in known_keys().items():
+        if not secret:
+            continue
+        section, name = key.split(".")
+        value = getattr(getattr(settings, section), name)
+        if value is not None:
+            yield key, value
