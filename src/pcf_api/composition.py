@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pcf_api.auth.identity import (
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.policy import AuthorizationBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
+from pcf_api.compat import sqlalchemy as sqlalchemy_compat
 from pcf_api.compat import strawberry as strawberry_compat
 from pcf_api.compat import uvicorn as uvicorn_compat
 from pcf_api.compat.strawberry import graphql_core_schema
@@ -56,6 +58,7 @@ from pcf_api.observability.logging import scrubber
 from pcf_api.observability.metrics import Metrics, MetricsEndpoint, health_metrics
 from pcf_api.observability.tracing import Tracing
 from pcf_api.ratelimit import RateLimiter
+from pcf_api.resilience import retry_forever
 from pcf_api.secretfiles import SecretFiles
 from pcf_api.store.database import (
     Database,
@@ -188,6 +191,7 @@ def build_service(settings: Settings, *, health: HealthRegistry | None = None) -
 
 def check_libraries() -> None:
     """Each compatibility module's self-check: CompatibilityError names the library."""
+    sqlalchemy_compat.self_check()
     strawberry_compat.self_check()
     uvicorn_compat.self_check()
 
@@ -328,15 +332,17 @@ async def _lifespan(
 
 
 async def _connect(settings: Settings, notes: Notes) -> None:
-    """Connect, retrying the whole sequence if a step fails (logged), until ready."""
-    while True:
-        try:
-            await _connect_once(settings, notes)
-        except Exception:
-            log.exception("notes API start-up step failed; retrying")
-            await asyncio.sleep(settings.database.retry_initial_seconds)
-        else:
-            return
+    """Connect, retrying the whole sequence with the shared back-off if a step fails (logged
+    with its traceback: a failing migration needs more than the error's type), until ready."""
+    await retry_forever(
+        partial(_connect_once, settings, notes),
+        initial=settings.database.retry_initial_seconds,
+        cap=settings.database.retry_max_seconds,
+        log=log,
+        retrying="notes API start-up step failed; retrying",
+        level=logging.ERROR,
+        describe=lambda error: {"exc_info": error},
+    )
 
 
 async def _connect_once(settings: Settings, notes: Notes) -> None:

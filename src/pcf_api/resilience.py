@@ -13,6 +13,7 @@ retry through ``retry_forever``, so they all grow, cap, jitter and log their wai
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -75,6 +76,7 @@ async def retry_forever(
     recovered: str | None = None,
     fields: Mapping[str, Any] | None = None,
     describe: Callable[[BaseException], Mapping[str, Any]] = _reason,
+    level: int = logging.WARNING,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     uniform: Callable[[float, float], float] = random.uniform,
 ) -> T:
@@ -82,10 +84,11 @@ async def retry_forever(
 
     For loops where waiting is better than giving up: a pod that waits for its database beats
     one that crash-loops while the database restarts. Delays follow ``BackoffWait``. Each
-    failure is logged as a warning ``retrying`` with ``fields``, ``attempt`` (from 1),
-    ``retry_in_seconds`` and what ``describe`` makes of the error (by default ``reason``, its
-    type); a success after failures is logged as info ``recovered`` with ``fields`` and
-    ``attempt``. Cancellation is not a failure: it ends the loop.
+    failure is logged at ``level`` (a warning unless told) as ``retrying`` with ``fields``,
+    ``attempt`` (from 1), ``retry_in_seconds`` and what ``describe`` makes of the error (by
+    default ``reason``, its type; ``{"exc_info": error}`` logs the traceback); a success after
+    failures is logged as info ``recovered`` with ``fields`` and ``attempt``. Cancellation is
+    not a failure: it ends the loop. ``sleep`` and ``uniform`` are for tests.
     """
     context = dict(fields or {})
     attempts = 0
@@ -98,7 +101,8 @@ async def retry_forever(
     def log_failure(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning(
+        log.log(
+            level,
             retrying,
             **context,
             attempt=state.attempt_number,

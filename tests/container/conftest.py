@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -210,8 +210,14 @@ HARDENED = (
 )
 
 
+class StartContainer(Protocol):
+    """The ``start`` fixture: ``start(image, *run_args, cmd=(...))`` runs a container."""
+
+    def __call__(self, image: str, *run_args: str, cmd: Sequence[str] = ()) -> Container: ...
+
+
 @pytest.fixture
-def start(engine: Engine) -> Iterator[Any]:
+def start(engine: Engine) -> Iterator[StartContainer]:
     """start(image, *run_args, cmd=(...)) -> Container, removed at the end of the test."""
     started: list[Container] = []
 

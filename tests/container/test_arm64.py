@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import HARDENED, HS256_SECRET, Engine, free_port
+from .conftest import HARDENED, HS256_SECRET, Engine, StartContainer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -48,7 +48,7 @@ def test_arm64_image_is_arm64_and_imports_everything(engine: Engine, arm64_image
     }
 
 
-def test_arm64_image_serves_health(engine: Engine, arm64_image: str, start) -> None:
+def test_arm64_image_serves_health(engine: Engine, arm64_image: str, start: StartContainer) -> None:
     port = free_port()
     container = start(
         arm64_image,

@@ -38,7 +38,7 @@ def clean_tree(target: Path) -> Path:
 
 
 def test_a_source_only_change_reuses_the_dependency_layer(
-    engine: Engine, image: str, tmp_path: Path, capsys
+    engine: Engine, image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tree = clean_tree(tmp_path / "tree")
     init = tree / "src/pcf_api/__init__.py"

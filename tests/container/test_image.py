@@ -43,7 +43,9 @@ def test_configuration_is_what_the_specification_says(engine: Engine, image: str
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
 
 
-def test_size_is_within_budget(image_archive: Path, tmp_path: Path, capsys) -> None:
+def test_size_is_within_budget(
+    image_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = load_script(ROOT / "scripts" / "image_report.py")
     figures_file = tmp_path / "figures.json"
     code = report.main(

@@ -13,7 +13,7 @@ import pytest
 
 from support.databases import postgres_database
 
-from .conftest import HARDENED, HS256_SECRET, Engine, free_port
+from .conftest import HARDENED, HS256_SECRET, Engine, StartContainer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -37,7 +37,9 @@ def host_uid(engine: Engine, name: str) -> int:
     return int(uid_line.split()[1])
 
 
-def test_serves_health_and_graphql_on_sqlite_hardened(engine: Engine, image: str, start) -> None:
+def test_serves_health_and_graphql_on_sqlite_hardened(
+    engine: Engine, image: str, start: StartContainer
+) -> None:
     port = free_port()
     container = start(
         image,
@@ -123,7 +125,7 @@ def test_unsafe_configuration_exits_2_with_one_fatal_json_line(engine: Engine, i
 
 
 def test_serves_graphql_on_postgresql_over_the_host_network(
-    engine: Engine, image: str, start
+    engine: Engine, image: str, start: StartContainer
 ) -> None:
     port = free_port()
     with postgres_database() as database_url:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import HARDENED, Engine, free_port
+from .conftest import HARDENED, Engine, StartContainer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -20,7 +20,7 @@ SHUTDOWN_TIMEOUT = 10.0
 
 
 def test_sigterm_with_20_requests_in_flight_drains_and_exits_0(
-    engine: Engine, image: str, start
+    engine: Engine, image: str, start: StartContainer
 ) -> None:
     # Fault injection (a slow /version) is refused outside development, so this one container
     # runs the development profile, with the production log format.

@@ -5,16 +5,15 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from support.databases import postgres_database
-from support.servers import ServerProcess, start_server
+from support.servers import ServerFactory, ServerProcess, start_server
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Any]:
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start servers with `server_factory(env, *args)`; any still running are killed at the end."""
     started: list[ServerProcess] = []
 

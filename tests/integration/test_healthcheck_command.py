@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.servers import DEV_JSON, PCF_API, clean_environ, free_port
+from support.servers import DEV_JSON, PCF_API, ServerFactory, clean_environ, free_port
 
 
 def healthcheck(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
@@ -27,7 +27,7 @@ def healthcheck(*args: str, env: dict[str, str] | None = None) -> tuple[int, str
     return result.returncode, result.stdout + result.stderr, time.monotonic() - started
 
 
-def test_healthy_server_exits_0_for_liveness_and_readiness(server_factory):
+def test_healthy_server_exits_0_for_liveness_and_readiness(server_factory: ServerFactory) -> None:
     server = server_factory(DEV_JSON)
     server.wait_until_ready()
     assert healthcheck("--url", f"{server.url}/health")[0] == 0
@@ -35,7 +35,7 @@ def test_healthy_server_exits_0_for_liveness_and_readiness(server_factory):
     assert (code, output.strip()) == (0, "healthy (HTTP 200)")
 
 
-def test_default_url_follows_the_configured_port(server_factory):
+def test_default_url_follows_the_configured_port(server_factory: ServerFactory) -> None:
     server = server_factory(DEV_JSON)
     server.wait_until_ready()
     env = {"PCF_SERVER__PORT": str(server.port)}
@@ -43,7 +43,7 @@ def test_default_url_follows_the_configured_port(server_factory):
     assert healthcheck("--ready", env=env)[0] == 0
 
 
-def test_draining_server_is_unhealthy_exit_1(server_factory):
+def test_draining_server_is_unhealthy_exit_1(server_factory: ServerFactory) -> None:
     server = server_factory({**DEV_JSON, "PCF_SERVER__DRAIN_SECONDS": "10"})
     server.wait_until_ready()
     server.terminate()
@@ -82,12 +82,12 @@ def unavailable_server() -> Iterator[str]:
     httpd.server_close()
 
 
-def test_server_answering_503_exits_1(unavailable_server):
+def test_server_answering_503_exits_1(unavailable_server: str) -> None:
     code, output, _ = healthcheck("--url", unavailable_server)
     assert (code, output.strip()) == (1, "unhealthy (HTTP 503)")
 
 
-def test_server_that_accepts_but_never_answers_exits_1_within_the_timeout():
+def test_server_that_accepts_but_never_answers_exits_1_within_the_timeout() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -97,12 +97,12 @@ def test_server_that_accepts_but_never_answers_exits_1_within_the_timeout():
     assert elapsed < 4
 
 
-def test_nothing_listening_exits_2():
+def test_nothing_listening_exits_2() -> None:
     code, output, elapsed = healthcheck("--url", f"http://127.0.0.1:{free_port()}/health")
     assert code == 2
     assert "cannot connect" in output
     assert elapsed < 4
 
 
-def test_non_http_url_exits_2():
+def test_non_http_url_exits_2() -> None:
     assert healthcheck("--url", "ftp://127.0.0.1/health")[0] == 2

@@ -37,7 +37,7 @@ def _fresh_copy(destination: Path) -> None:
 @pytest.mark.skipif(
     shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make"
 )
-def test_make_run_serves_health_within_60_seconds_including_setup(tmp_path):
+def test_make_run_serves_health_within_60_seconds_including_setup(tmp_path: Path) -> None:
     checkout = tmp_path / "pcf-api"
     _fresh_copy(checkout)
     assert not (checkout / ".venv").exists()

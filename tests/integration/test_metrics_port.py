@@ -4,10 +4,11 @@ to Prometheus without exposing the API, and the API port no longer serves it."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import httpx
 
-from support.servers import DEV_JSON
+from support.servers import DEV_JSON, ServerFactory
 
 
 def _free_port() -> int:
@@ -17,7 +18,9 @@ def _free_port() -> int:
         return port
 
 
-def test_metrics_are_served_on_their_own_port_only(server_factory, tmp_path) -> None:
+def test_metrics_are_served_on_their_own_port_only(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     metrics_port = _free_port()
     server = server_factory(
         {
@@ -38,7 +41,9 @@ def test_metrics_are_served_on_their_own_port_only(server_factory, tmp_path) -> 
     assert httpx.get(f"{server.url}/health/ready").status_code == 200
 
 
-def test_a_taken_metrics_port_is_a_fatal_start_up_error(server_factory, tmp_path) -> None:
+def test_a_taken_metrics_port_is_a_fatal_start_up_error(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

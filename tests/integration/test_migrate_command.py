@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,7 +22,7 @@ def _migrate(url: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_concurrent_migrations_all_succeed_and_apply_once(database, tmp_path) -> None:
+def test_concurrent_migrations_all_succeed_and_apply_once(database: str, tmp_path: Path) -> None:
     def run_four(url: str) -> list[subprocess.CompletedProcess[str]]:
         with ThreadPoolExecutor(max_workers=4) as pool:
             return list(pool.map(_migrate, [url] * 4))
@@ -47,7 +48,7 @@ def test_concurrent_migrations_all_succeed_and_apply_once(database, tmp_path) ->
     assert "database schema already current" in again.stdout
 
 
-def test_migrate_with_an_unusable_configuration_exits_2(tmp_path) -> None:
+def test_migrate_with_an_unusable_configuration_exits_2(tmp_path: Path) -> None:
     env = clean_environ({"PCF_ENVIRONMENT": "production"})
     result = subprocess.run(
         [str(PCF_API), "migrate"], env=env, capture_output=True, text=True, check=False

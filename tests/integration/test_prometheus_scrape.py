@@ -25,7 +25,7 @@ from support import grafana
 from support.pgcluster import PrivateCluster
 from support.prometheus import DASHBOARD, JOB, RULES, Prometheus, finite
 from support.promql import Selector, selectors
-from support.servers import DEV_JSON, free_port
+from support.servers import DEV_JSON, ServerFactory, free_port
 from support.wsclient import SubscriptionClient
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -191,7 +191,7 @@ def _selector_problems(series_of: Series, selector: Selector, where: str) -> lis
 
 
 async def test_every_dashboard_and_rule_expression_returns_data_from_a_live_service(
-    server_factory, prometheus_for, tmp_path
+    server_factory: ServerFactory, prometheus_for: Callable[[int], Prometheus], tmp_path: Path
 ) -> None:
     server = server_factory(
         {
@@ -282,7 +282,9 @@ def _fail_reads_until(url: str, stop: threading.Event) -> None:
 
 
 async def test_the_database_alerts_fire_on_a_live_service_whose_database_goes_away(
-    server_factory, prometheus_for, cluster
+    server_factory: ServerFactory,
+    prometheus_for: Callable[[int], Prometheus],
+    cluster: PrivateCluster,
 ) -> None:
     server = server_factory(
         {
@@ -347,7 +349,7 @@ def _slow_reads_until(url: str, stop: threading.Event) -> None:
 
 
 async def test_latency_and_process_alerts_fire_on_a_live_service(
-    server_factory, prometheus_for, tmp_path
+    server_factory: ServerFactory, prometheus_for: Callable[[int], Prometheus], tmp_path: Path
 ) -> None:
     port = free_port()
     env = {

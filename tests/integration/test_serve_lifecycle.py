@@ -7,13 +7,14 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
 from support.databases import postgres_database
-from support.servers import DEV_JSON, PCF_API, clean_environ
+from support.servers import DEV_JSON, PCF_API, ServerFactory, clean_environ
 
 IN_FLIGHT = 20
 DELAY = 4.0
@@ -29,8 +30,8 @@ def _connection_refused(port: int) -> bool:
 
 
 def test_sigterm_drains_then_refuses_new_connections_and_finishes_in_flight_requests(
-    server_factory,
-):
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory(
         {
             **DEV_JSON,
@@ -76,7 +77,7 @@ def test_sigterm_drains_then_refuses_new_connections_and_finishes_in_flight_requ
     assert lines[-1]["level"] == "INFO"
 
 
-def test_sigint_also_stops_gracefully_with_exit_code_zero(server_factory):
+def test_sigint_also_stops_gracefully_with_exit_code_zero(server_factory: ServerFactory) -> None:
     server = server_factory(DEV_JSON)
     server.wait_until_ready()
     server.terminate(signal.SIGINT)
@@ -85,8 +86,8 @@ def test_sigint_also_stops_gracefully_with_exit_code_zero(server_factory):
 
 
 def test_once_started_the_garbage_collector_is_settled_with_the_configured_threshold(
-    server_factory,
-):
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory({**DEV_JSON, "PCF_SERVER__GC_YOUNG_THRESHOLD": "12345"})
     server.wait_until_ready()
     server.terminate()
@@ -99,8 +100,8 @@ def test_once_started_the_garbage_collector_is_settled_with_the_configured_thres
 
 
 def test_a_young_threshold_of_zero_leaves_the_garbage_collector_as_python_sets_it(
-    server_factory,
-):
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory({**DEV_JSON, "PCF_SERVER__GC_YOUNG_THRESHOLD": "0"})
     server.wait_until_ready()
     server.terminate()
@@ -110,7 +111,7 @@ def test_a_young_threshold_of_zero_leaves_the_garbage_collector_as_python_sets_i
     assert "garbage collector settled" not in messages
 
 
-def test_port_in_use_is_one_fatal_line_and_a_nonzero_exit(server_factory):
+def test_port_in_use_is_one_fatal_line_and_a_nonzero_exit(server_factory: ServerFactory) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -135,7 +136,9 @@ def test_port_in_use_is_one_fatal_line_and_a_nonzero_exit(server_factory):
         ),
     ],
 )
-def test_unusable_configuration_logs_one_fatal_json_line_and_exits_2(server_factory, env, named):
+def test_unusable_configuration_logs_one_fatal_json_line_and_exits_2(
+    server_factory: ServerFactory, env: dict[str, str], named: str
+) -> None:
     server = server_factory(env)
     assert server.wait(timeout=20) == 2
     lines = server.log_lines()
@@ -144,7 +147,9 @@ def test_unusable_configuration_logs_one_fatal_json_line_and_exits_2(server_fact
     assert named in lines[0]["message"]
 
 
-def test_production_serves_only_once_the_schema_is_migrated(server_factory, tmp_path):
+def test_production_serves_only_once_the_schema_is_migrated(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     secret_file = tmp_path / "hs256"
     secret_file.write_text("x" * 48 + "\n")
     with postgres_database() as url:
@@ -183,7 +188,9 @@ def test_production_serves_only_once_the_schema_is_migrated(server_factory, tmp_
     assert any("waiting for `pcf-api migrate`" in line["message"] for line in lines)
 
 
-def test_a_second_signal_stops_at_once_with_exit_code_1_and_says_so(server_factory):
+def test_a_second_signal_stops_at_once_with_exit_code_1_and_says_so(
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory(
         {
             **DEV_JSON,
@@ -207,7 +214,7 @@ def test_a_second_signal_stops_at_once_with_exit_code_1_and_says_so(server_facto
     assert any(line["message"].startswith("second signal") for line in server.log_lines())
 
 
-def test_serves_on_ipv6_loopback(server_factory):
+def test_serves_on_ipv6_loopback(server_factory: ServerFactory) -> None:
     server = server_factory({**DEV_JSON, "PCF_SERVER__HOST": "::1"})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -7,12 +7,14 @@ import signal
 
 import httpx
 
-from support.servers import DEV_JSON
+from support.servers import DEV_JSON, ServerFactory
 
 REQUIRED_FIELDS = ("timestamp", "level", "module", "trace_id", "message")
 
 
-def test_no_configured_secret_or_credential_header_reaches_any_log_line(server_factory):
+def test_no_configured_secret_or_credential_header_reaches_any_log_line(
+    server_factory: ServerFactory,
+) -> None:
     configured_secret = "cfg-" + secrets.token_urlsafe(32)
     bearer = "tok-" + secrets.token_urlsafe(24)
     cookie = "ck-" + secrets.token_urlsafe(24)
@@ -37,7 +39,7 @@ def test_no_configured_secret_or_credential_header_reaches_any_log_line(server_f
     assert "[REDACTED]" in output  # the requests did log, redacted
 
 
-def test_every_line_is_json_with_the_five_required_fields(server_factory):
+def test_every_line_is_json_with_the_five_required_fields(server_factory: ServerFactory) -> None:
     server = server_factory({**DEV_JSON, "PCF_LOG__LEVEL": "DEBUG"})
     server.wait_until_ready()
     with httpx.Client(base_url=server.url) as client:
@@ -54,7 +56,9 @@ def test_every_line_is_json_with_the_five_required_fields(server_factory):
     assert {"uvicorn.error", "pcf_api.server", "pcf_api.access"} <= modules
 
 
-def test_each_request_has_one_trace_id_in_its_log_lines_and_response_header(server_factory):
+def test_each_request_has_one_trace_id_in_its_log_lines_and_response_header(
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory(DEV_JSON)
     server.wait_until_ready()
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"

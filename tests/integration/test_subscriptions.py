@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 import websockets
 
 from support.databases import postgres_database
-from support.servers import DEV_JSON
+from support.servers import DEV_JSON, ServerFactory
 from support.wsclient import LEGACY_WS, TRANSPORT_WS, SubscriptionClient
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +44,9 @@ async def _settle() -> None:
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
-async def test_note_created_reaches_a_subscriber(server_factory, tmp_path, protocol) -> None:
+async def test_note_created_reaches_a_subscriber(
+    server_factory: ServerFactory, tmp_path: Path, protocol: str
+) -> None:
     server = server_factory(
         {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
     )
@@ -59,7 +62,7 @@ async def test_note_created_reaches_a_subscriber(server_factory, tmp_path, proto
 
 
 async def test_subscribers_on_one_replica_see_changes_made_on_another_in_order(
-    server_factory,
+    server_factory: ServerFactory,
 ) -> None:
     with postgres_database() as url:
         env = {**DEV_JSON, "PCF_DATABASE__URL": url}
@@ -94,7 +97,7 @@ async def test_subscribers_on_one_replica_see_changes_made_on_another_in_order(
             ]
 
 
-async def test_note_updated_filters_by_id(server_factory, tmp_path) -> None:
+async def test_note_updated_filters_by_id(server_factory: ServerFactory, tmp_path: Path) -> None:
     server = server_factory(
         {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
     )
@@ -112,7 +115,9 @@ async def test_note_updated_filters_by_id(server_factory, tmp_path) -> None:
         assert await client.next_data() == ("1", {"noteUpdated": {"id": watched, "title": "seen"}})
 
 
-async def test_the_eleventh_subscription_of_one_client_is_refused(server_factory, tmp_path) -> None:
+async def test_the_eleventh_subscription_of_one_client_is_refused(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     server = server_factory(
         {
             **DEV_JSON,
@@ -149,7 +154,9 @@ async def test_the_eleventh_subscription_of_one_client_is_refused(server_factory
         assert {data["noteDeleted"] for _, data in received} == {note_id}
 
 
-async def test_subscription_documents_obey_the_query_limits(server_factory, tmp_path) -> None:
+async def test_subscription_documents_obey_the_query_limits(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     server = server_factory(
         {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
     )
@@ -163,7 +170,7 @@ async def test_subscription_documents_obey_the_query_limits(server_factory, tmp_
 
 
 async def test_on_shutdown_subscribers_get_close_1001_before_the_process_exits(
-    server_factory, tmp_path
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     server = server_factory(
         {
@@ -187,7 +194,7 @@ async def test_on_shutdown_subscribers_get_close_1001_before_the_process_exits(
 
 
 async def test_subscribers_see_only_changes_to_notes_they_may_read(
-    server_factory, tmp_path
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     server = server_factory(
         {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
@@ -236,7 +243,7 @@ async def test_subscribers_see_only_changes_to_notes_they_may_read(
     ids=["bad-token", "no-credentials"],
 )
 async def test_a_websocket_without_a_valid_identity_is_refused_at_the_handshake(
-    server_factory, tmp_path, headers
+    server_factory: ServerFactory, tmp_path: Path, headers: dict[str, str]
 ) -> None:
     env = {
         **DEV_JSON,
@@ -253,7 +260,9 @@ async def test_a_websocket_without_a_valid_identity_is_refused_at_the_handshake(
     assert not [line for line in server.log_lines() if line["level"] in ("ERROR", "FATAL")]
 
 
-async def test_searches_over_the_websocket_spend_the_same_budget(server_factory, tmp_path) -> None:
+async def test_searches_over_the_websocket_spend_the_same_budget(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     server = server_factory(
         {**DEV_JSON, "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db"}
     )
@@ -272,7 +281,9 @@ async def test_searches_over_the_websocket_spend_the_same_budget(server_factory,
     assert codes == ["ok"] * 10 + ["RATE_LIMITED"]
 
 
-async def test_a_subscription_ends_when_its_token_expires(server_factory, tmp_path) -> None:
+async def test_a_subscription_ends_when_its_token_expires(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     secret = "subscription-test-hs256-Secret-0123456789"
     server = server_factory(
         {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ PERMISSIVE_DOWN = Rules(0, "Max", (Policy("Percent", 100, 15),))
 def replicas(
     current: int, average: float, target: float, ready: int | None = None, unready: int = 0
 ) -> int:
-    return cap.metric_replicas(
+    desired: int = cap.metric_replicas(
         current,
         current - unready if ready is None else ready,
         unready,
@@ -34,6 +35,7 @@ def replicas(
         target=target,
         tolerance=0.1,
     )
+    return desired
 
 
 # --- one metric's proposal ------------------------------------------------------------------
@@ -210,7 +212,7 @@ CURVE = [
 ]
 
 
-def points(curve: list[tuple[float, float, float, float]] = CURVE) -> list[Any]:
+def points(curve: Sequence[tuple[float, float, float, float]] = CURVE) -> list[Any]:
     return [
         cap.Point(offered=o, rps=r, p50_ms=p / 3, p99_ms=p, error_rate=e, cores=0.0016 * r)
         for o, r, p, e in curve

@@ -22,7 +22,7 @@ AUDIENCE = "pcf-api"
 class SigningKey:
     kid: str
     algorithm: str
-    private_key: Any
+    private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     public_jwk: dict[str, Any] = field(default_factory=dict)
 
     def public_pem(self) -> str:

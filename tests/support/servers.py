@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -86,6 +86,12 @@ class ServerProcess:
         """stdout and stderr, each line parsed as JSON (fails on any line that is not)."""
         lines = [line for line in self.output().splitlines() if line.strip()]
         return [json.loads(line) for line in lines]
+
+
+class ServerFactory(Protocol):
+    """The ``server_factory`` fixture: ``server_factory(env, *args)`` starts a server."""
+
+    def __call__(self, env: Mapping[str, str], *args: str) -> ServerProcess: ...
 
 
 def start_server(tmp_path: Path, env: Mapping[str, str], *args: str) -> ServerProcess:

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import websockets
+from websockets.typing import Subprotocol
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -28,7 +29,7 @@ class SubscriptionClient:
 
     async def __aenter__(self) -> SubscriptionClient:
         self.socket = await websockets.connect(
-            self.url, subprotocols=[self.protocol], additional_headers=self.headers
+            self.url, subprotocols=[Subprotocol(self.protocol)], additional_headers=self.headers
         )
         await self.send({"type": "connection_init", "payload": {}})
         ack = await self.receive()

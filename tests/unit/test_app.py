@@ -70,13 +70,23 @@ def service_app(settings: Settings, *, health: HealthRegistry | None = None) -> 
     return build_service(settings, health=health).app
 
 
+def middleware_classes(app: ServiceApp) -> list[object]:
+    """The classes of the app's middleware, outermost first (starlette types ``Middleware.cls``
+    as a factory protocol, which mypy will not compare with a class)."""
+    return [middleware.cls for middleware in app.user_middleware]
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     """Run the ASGI lifespan protocol through the whole middleware stack, as a server does."""
     to_app: asyncio.Queue[Message] = asyncio.Queue()
     from_app: asyncio.Queue[Message] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, to_app.get, from_app.put))
+
+    async def run() -> None:
+        await app(scope, to_app.get, from_app.put)
+
+    task = asyncio.create_task(run())
     await to_app.put({"type": "lifespan.startup"})
     message = await asyncio.wait_for(from_app.get(), timeout=5)
     assert message["type"] == "lifespan.startup.complete", message
@@ -820,7 +830,7 @@ async def test_fault_injection_delays_only_the_configured_paths() -> None:
 
 async def test_fault_injection_is_off_by_default() -> None:
     app = service_app(dev_settings())
-    assert FaultInjectionMiddleware not in [m.cls for m in app.user_middleware]
+    assert FaultInjectionMiddleware not in middleware_classes(app)
     async with serve(app) as client:
         began = time.monotonic()
         await client.get("/version")
@@ -830,7 +840,7 @@ async def test_fault_injection_is_off_by_default() -> None:
 async def test_middleware_order() -> None:
     settings = dev_settings(testing=FaultSettings(delay_seconds=0.1, delay_paths=["/x"]))
     app = service_app(settings)
-    assert [m.cls for m in app.user_middleware] == [
+    assert middleware_classes(app) == [
         RequestContextMiddleware,
         ErrorBoundaryMiddleware,
         RequestTimeoutMiddleware,

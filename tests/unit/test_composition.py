@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from pcf_api.compat import CompatibilityError
 from pcf_api.composition import build_service
 from pcf_api.config import DatabaseSettings, Settings
 from pcf_api.health import HealthRegistry
@@ -66,3 +67,11 @@ async def test_before_close_closes_every_subscription_socket(tmp_path: Path) -> 
     service.notes.subscriptions.connections.add(Socket())  # type: ignore[arg-type]
     await service.before_close()
     assert closed == [1001]
+
+
+def test_a_library_outside_its_tested_range_stops_the_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("pcf_api.compat.version", lambda _: "0.0.1")
+    with pytest.raises(CompatibilityError, match=r"0\.0\.1 is installed"):
+        build_service(Settings(environment="development"))

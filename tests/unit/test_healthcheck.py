@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from pcf_api.healthcheck import default_url
 
 
-def test_default_url_is_loopback_8080_liveness():
+def test_default_url_is_loopback_8080_liveness() -> None:
     assert default_url(ready=False, environ={}) == "http://127.0.0.1:8080/health"
     assert default_url(ready=True, environ={}) == "http://127.0.0.1:8080/health/ready"
 
 
-def test_environment_port_and_wildcard_hosts_map_to_loopback():
+def test_environment_port_and_wildcard_hosts_map_to_loopback() -> None:
     environ = {"PCF_SERVER__PORT": "9090", "PCF_SERVER__HOST": "0.0.0.0"}
     assert default_url(ready=False, environ=environ) == "http://127.0.0.1:9090/health"
     environ = {"PCF_SERVER__HOST": "::"}
@@ -22,7 +23,7 @@ def test_environment_port_and_wildcard_hosts_map_to_loopback():
     assert default_url(ready=False, environ=environ) == "http://10.1.2.3:8080/health"
 
 
-def test_config_file_port_is_used_and_environment_wins_over_it(tmp_path):
+def test_config_file_port_is_used_and_environment_wins_over_it(tmp_path: Path) -> None:
     config = tmp_path / "pcf.toml"
     config.write_text('[server]\nport = 7070\nhost = "0.0.0.0"\n')
     environ = {"PCF_CONFIG": str(config)}
@@ -31,7 +32,7 @@ def test_config_file_port_is_used_and_environment_wins_over_it(tmp_path):
     assert default_url(ready=False, environ=environ) == "http://127.0.0.1:7171/health"
 
 
-def test_unreadable_config_file_falls_back_to_defaults(tmp_path):
+def test_unreadable_config_file_falls_back_to_defaults(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("[server\n")
     assert default_url(ready=False, environ={"PCF_CONFIG": str(broken)}).endswith(":8080/health")
@@ -39,7 +40,7 @@ def test_unreadable_config_file_falls_back_to_defaults(tmp_path):
     assert default_url(ready=False, environ=missing).endswith(":8080/health")
 
 
-def test_healthcheck_command_loads_no_third_party_module():
+def test_healthcheck_command_loads_no_third_party_module() -> None:
     """It runs as the image's HEALTHCHECK; importing the web stack would make it slow and heavy."""
     program = (
         "import sys\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 
@@ -544,6 +545,16 @@ async def test_a_store_error_is_logged_by_its_underlying_type_and_describe_can_s
     assert first["reason"] == "OperationalError"
     assert second["error"] == "ConnectionRefusedError: refused"
     assert "reason" not in second
+
+
+async def test_a_loop_may_log_its_failures_as_errors_with_the_traceback() -> None:
+    sleeps = Sleeps()
+    with capture_logs() as logs:
+        await retry(Flaky(1), sleeps, level=logging.ERROR, describe=lambda exc: {"exc_info": exc})
+    [line] = logs.records("thing not reachable; retrying")
+    assert line["level"] == "ERROR"
+    assert "ConnectionRefusedError: refused" in logs.text()
+    assert "Traceback" in logs.text()
 
 
 async def test_success_at_once_logs_nothing() -> None:

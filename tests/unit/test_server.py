@@ -24,7 +24,9 @@ class _Node:
         self.me = self  # a reference cycle: only the cyclic collector frees it
 
 
-def test_objects_made_at_start_up_are_frozen_out_of_later_collections(restored_collector):
+def test_objects_made_at_start_up_are_frozen_out_of_later_collections(
+    restored_collector: None,
+) -> None:
     made_at_start_up = [{"route": "/graphql"}]
 
     frozen = settle_garbage_collector(10_000)
@@ -33,7 +35,7 @@ def test_objects_made_at_start_up_are_frozen_out_of_later_collections(restored_c
     assert not any(tracked is made_at_start_up for tracked in gc.get_objects())
 
 
-def test_garbage_left_by_start_up_is_collected_not_frozen(restored_collector):
+def test_garbage_left_by_start_up_is_collected_not_frozen(restored_collector: None) -> None:
     cycle = _Node()
     left_over = weakref.ref(cycle)
     del cycle
@@ -43,7 +45,9 @@ def test_garbage_left_by_start_up_is_collected_not_frozen(restored_collector):
     assert left_over() is None
 
 
-def test_the_young_generation_threshold_is_raised_and_the_others_kept(restored_collector):
+def test_the_young_generation_threshold_is_raised_and_the_others_kept(
+    restored_collector: None,
+) -> None:
     _, middle, old = gc.get_threshold()
 
     settle_garbage_collector(25_000)

@@ -21,6 +21,7 @@ from pcf_api.auth.policy import (
     Role,
     relations_granting,
 )
+from pcf_api.errors import reason_of
 from pcf_api.store.database import Database, Work, is_unavailable, select_one
 from pcf_api.store.tables import note_relationships
 
@@ -135,7 +136,7 @@ class LocalBackend:
             return await self.database.read(run)
         except Exception as exc:
             if is_unavailable(exc):
-                raise BackendUnavailable(type(exc).__name__) from exc
+                raise BackendUnavailable(reason_of(exc)) from exc
             raise
 
     async def _write(self, statement: Any) -> None:
@@ -146,7 +147,7 @@ class LocalBackend:
             await self.database.write(run)
         except Exception as exc:
             if is_unavailable(exc):
-                raise BackendUnavailable(type(exc).__name__) from exc
+                raise BackendUnavailable(reason_of(exc)) from exc
             raise
 
 

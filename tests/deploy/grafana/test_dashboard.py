@@ -37,6 +37,13 @@ def dashboard() -> dict[str, Any]:
     return grafana.load(DASHBOARD)
 
 
+def variable_selector(variable: dict[str, Any]) -> str:
+    """The selector of a query variable's ``label_values(selector, label)``."""
+    selector, _ = grafana.label_values(grafana.variable_query(variable))
+    assert selector is not None, variable["name"]
+    return selector
+
+
 def test_the_dashboard_is_a_grafana_dashboard_with_a_datasource_variable() -> None:
     board = dashboard()
     assert board["schemaVersion"] == 39
@@ -111,9 +118,7 @@ def test_every_query_reads_documented_metrics_of_the_selected_job() -> None:
             assert {label: matchers.get(label) for label in SCOPE} == SCOPE, (target, selector)
     for variable in grafana.variables(board):
         if variable["type"] == "query":
-            selector, _ = grafana.label_values(grafana.variable_query(variable))
-            assert selector is not None
-            (parsed,) = selectors(selector)
+            (parsed,) = selectors(variable_selector(variable))
             assert parsed.metric == "pcf_api_build_info", variable["name"]
 
 
@@ -123,10 +128,9 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     values = {"namespace": ".*", "job": "pcf-api", "instance": ".*"}
     queries = [grafana.substitute(t.expr, values) for t in grafana.targets(board)]
     queries += [
-        f"count({grafana.substitute(selector, values)})"
+        f"count({grafana.substitute(variable_selector(variable), values)})"
         for variable in grafana.variables(board)
         if variable["type"] == "query"
-        for selector in [grafana.label_values(grafana.variable_query(variable))[0]]
     ]
     rules = {
         "groups": [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -36,7 +37,7 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-async def test_a_statement_past_the_database_deadline_is_timeout(pg_url) -> None:
+async def test_a_statement_past_the_database_deadline_is_timeout(pg_url: str) -> None:
     settings = settings_for(pg_url, PCF_DATABASE__STATEMENT_TIMEOUT_SECONDS="1")
     async with running(build_service(settings)) as client:
         with locked_notes_table(pg_url):
@@ -48,7 +49,7 @@ async def test_a_statement_past_the_database_deadline_is_timeout(pg_url) -> None
         assert after.json() == {"data": {"notes": {"totalCount": 0}}}
 
 
-async def test_execution_past_the_graphql_deadline_is_timeout_504(pg_url) -> None:
+async def test_execution_past_the_graphql_deadline_is_timeout_504(pg_url: str) -> None:
     settings = settings_for(
         pg_url,
         PCF_DATABASE__STATEMENT_TIMEOUT_SECONDS="10",
@@ -61,7 +62,7 @@ async def test_execution_past_the_graphql_deadline_is_timeout_504(pg_url) -> Non
         assert response.json()["errors"][0]["extensions"]["code"] == "TIMEOUT"
 
 
-async def test_a_request_past_the_http_deadline_is_timeout_504(tmp_path) -> None:
+async def test_a_request_past_the_http_deadline_is_timeout_504(tmp_path: Path) -> None:
     settings = settings_for(
         f"sqlite+aiosqlite:///{tmp_path}/n.db",
         PCF_SERVER__REQUEST_TIMEOUT_SECONDS="0.5",

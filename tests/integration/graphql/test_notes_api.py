@@ -7,13 +7,17 @@ import re
 import pytest
 from sqlalchemy import event
 
+from pcf_api.composition import Service
+
+from .conftest import GraphQLClient
+
 pytestmark = pytest.mark.anyio
 
 NOTE_FIELDS = "id title content author createdAt updatedAt"
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
-async def test_create_read_update_delete_round_trip(client) -> None:
+async def test_create_read_update_delete_round_trip(client: GraphQLClient) -> None:
     created = await client.create(title="First", content="Hello", author="alice")
     assert re.match(r"^notes:[A-Z0-9]{26}$", created["id"])
 
@@ -33,7 +37,7 @@ async def test_create_read_update_delete_round_trip(client) -> None:
     assert (await client.data(f'{{ note(id: "{created["id"]}") {{ id }} }}')) == {"note": None}
 
 
-async def test_notes_connection_pages_newest_first(client) -> None:
+async def test_notes_connection_pages_newest_first(client: GraphQLClient) -> None:
     ids = [(await client.create(title=f"n{i}"))["id"] for i in range(3)]
     data = await client.data(
         "{ notes(limit: 2, offset: 0) { totalCount edges { cursor node { id } }"
@@ -56,7 +60,7 @@ async def test_notes_connection_pages_newest_first(client) -> None:
     assert last["notes"]["pageInfo"] == {"hasNextPage": False, "hasPreviousPage": True}
 
 
-async def test_notes_by_author_and_search(client) -> None:
+async def test_notes_by_author_and_search(client: GraphQLClient) -> None:
     await client.create(title="Groceries", content="Milk", author="alice")
     work = await client.create(title="Work", content="grocery run", author="bob")
     await client.create(title="Private", content="grocery list", author="bob")
@@ -117,7 +121,7 @@ async def test_notes_by_author_and_search(client) -> None:
     ],
 )
 async def test_invalid_input_names_the_field_and_the_constraint(
-    client, query, field, constraint
+    client: GraphQLClient, query: str, field: str, constraint: str
 ) -> None:
     response = await client.post(query)
     body = response.json()
@@ -130,7 +134,9 @@ async def test_invalid_input_names_the_field_and_the_constraint(
     assert ISO_UTC.match(extensions["timestamp"])
 
 
-async def test_unknown_ids_are_null_for_reads_and_not_found_for_writes(client) -> None:
+async def test_unknown_ids_are_null_for_reads_and_not_found_for_writes(
+    client: GraphQLClient,
+) -> None:
     assert await client.data('{ note(id: "notes:01ARZ3NDEKTSV4RRFFQ69G5FAV") { id } }') == {
         "note": None
     }
@@ -143,7 +149,7 @@ async def test_unknown_ids_are_null_for_reads_and_not_found_for_writes(client) -
         assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
-async def test_health_field_reports_the_database(client) -> None:
+async def test_health_field_reports_the_database(client: GraphQLClient) -> None:
     data = await client.data("{ health { status version services { name status critical } } }")
     assert data["health"]["status"] in ("healthy", "starting")
     assert {"name": "database", "status": "up", "critical": True} in data["health"][
@@ -152,7 +158,7 @@ async def test_health_field_reports_the_database(client) -> None:
 
 
 async def test_many_notes_by_id_in_one_query_are_read_and_authorized_in_one_select_each(
-    service, client
+    service: Service, client: GraphQLClient
 ) -> None:
     ids = [(await client.create(title=f"n{i}"))["id"] for i in range(5)]
     statements: list[str] = []

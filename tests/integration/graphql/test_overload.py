@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 NOTES = "{ notes(limit: 5) { totalCount } }"
 
 
-async def test_a_busy_pool_answers_service_unavailable_and_stays_ready(database_url) -> None:
+async def test_a_busy_pool_answers_service_unavailable_and_stays_ready(database_url: str) -> None:
     settings = settings_for(
         database_url,
         PCF_DATABASE__POOL_SIZE="2",

@@ -48,7 +48,7 @@ async def development(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def test_production_rejects_introspection(production) -> None:
+async def test_production_rejects_introspection(production: httpx.AsyncClient) -> None:
     response = await production.post(
         "/graphql",
         json={"query": INTROSPECTION},
@@ -60,14 +60,16 @@ async def test_production_rejects_introspection(production) -> None:
     assert "introspection" in error["message"].lower()
 
 
-async def test_production_has_no_graphiql_and_no_schema_route(production) -> None:
+async def test_production_has_no_graphiql_and_no_schema_route(
+    production: httpx.AsyncClient,
+) -> None:
     page = await production.get("/graphql", headers={"Accept": "text/html"})
     assert "graphiql" not in page.text.lower()
     assert page.status_code == 400
     assert (await production.get("/schema")).status_code == 404
 
 
-async def test_production_still_answers_ordinary_queries(production) -> None:
+async def test_production_still_answers_ordinary_queries(production: httpx.AsyncClient) -> None:
     response = await production.post(
         "/graphql", json={"query": "{ notes { totalCount } }"}, headers=BEARER
     )
@@ -75,7 +77,9 @@ async def test_production_still_answers_ordinary_queries(production) -> None:
 
 
 @pytest.mark.parametrize("query", ["{ notes { totalCount } }", INTROSPECTION, "{ nope }"])
-async def test_production_answers_nothing_without_a_token(production, query: str) -> None:
+async def test_production_answers_nothing_without_a_token(
+    production: httpx.AsyncClient, query: str
+) -> None:
     response = await production.post(
         "/graphql", json={"query": query}, headers={"X-Demo-User": "alice"}
     )
@@ -86,7 +90,9 @@ async def test_production_answers_nothing_without_a_token(production, query: str
     assert "data" not in response.json()
 
 
-async def test_development_offers_introspection_graphiql_and_the_sdl(development) -> None:
+async def test_development_offers_introspection_graphiql_and_the_sdl(
+    development: httpx.AsyncClient,
+) -> None:
     response = await development.post("/graphql", json={"query": INTROSPECTION})
     assert response.json()["data"]["__schema"]["queryType"]["name"] == "Query"
     page = await development.get("/graphql", headers={"Accept": "text/html"})

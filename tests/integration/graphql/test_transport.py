@@ -6,13 +6,15 @@ import json
 
 import pytest
 
+from .conftest import GraphQLClient
+
 pytestmark = pytest.mark.anyio
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
-async def test_get_runs_queries(client) -> None:
+async def test_get_runs_queries(client: GraphQLClient) -> None:
     response = await client.http.get(
         "/graphql",
         params={"query": "{ notes { totalCount } }"},
@@ -23,7 +25,7 @@ async def test_get_runs_queries(client) -> None:
     assert response.json() == {"data": {"notes": {"totalCount": 0}}}
 
 
-async def test_get_with_variables_and_operation_name(client) -> None:
+async def test_get_with_variables_and_operation_name(client: GraphQLClient) -> None:
     response = await client.http.get(
         "/graphql",
         params={
@@ -36,7 +38,7 @@ async def test_get_with_variables_and_operation_name(client) -> None:
     assert response.json()["data"] == {"notes": {"totalCount": 0}}
 
 
-async def test_mutation_over_get_is_405_and_allows_post(client) -> None:
+async def test_mutation_over_get_is_405_and_allows_post(client: GraphQLClient) -> None:
     response = await client.http.get(
         "/graphql",
         params={"query": 'mutation { deleteNote(id: "notes:x") }'},
@@ -47,13 +49,15 @@ async def test_mutation_over_get_is_405_and_allows_post(client) -> None:
     assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
 
 
-async def test_other_methods_are_405(client) -> None:
+async def test_other_methods_are_405(client: GraphQLClient) -> None:
     response = await client.http.put("/graphql", json={"query": "{ notes { totalCount } }"})
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
 
 
-async def test_the_legacy_media_type_is_used_unless_the_client_asks_for_the_new_one(client) -> None:
+async def test_the_legacy_media_type_is_used_unless_the_client_asks_for_the_new_one(
+    client: GraphQLClient,
+) -> None:
     response = await client.post("{ notes { totalCount } }", accept=JSON)
     assert response.headers["content-type"].startswith(JSON)
     invalid = await client.post("{ nope }", accept=JSON)
@@ -76,7 +80,9 @@ async def test_the_legacy_media_type_is_used_unless_the_client_asks_for_the_new_
         (b"query=x", "application/x-www-form-urlencoded"),
     ],
 )
-async def test_malformed_requests_are_400_invalid_input(client, body, content_type) -> None:
+async def test_malformed_requests_are_400_invalid_input(
+    client: GraphQLClient, body: bytes, content_type: str
+) -> None:
     response = await client.http.post(
         "/graphql", content=body, headers={"Content-Type": content_type, "Accept": GRAPHQL_RESPONSE}
     )
@@ -84,7 +90,7 @@ async def test_malformed_requests_are_400_invalid_input(client, body, content_ty
     assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
 
 
-async def test_wrong_variable_types_are_a_request_error(client) -> None:
+async def test_wrong_variable_types_are_a_request_error(client: GraphQLClient) -> None:
     response = await client.post("query($l: Int) { notes(limit: $l) { totalCount } }", {"l": "ten"})
     assert response.status_code == 400
     body = response.json()
@@ -92,7 +98,7 @@ async def test_wrong_variable_types_are_a_request_error(client) -> None:
     assert body["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
 
 
-async def test_a_body_over_the_limit_is_413(client) -> None:
+async def test_a_body_over_the_limit_is_413(client: GraphQLClient) -> None:
     big = "{ notes { totalCount } }" + " " * (2 * 1024 * 1024)
     response = await client.post(big)
     assert response.status_code == 413
@@ -107,7 +113,7 @@ def _nested(depth: int) -> str:
     return f"{{ __schema {{ types {{ {inner} }} }} }}"
 
 
-async def test_depth_16_is_rejected_with_maximum_and_actual(client) -> None:
+async def test_depth_16_is_rejected_with_maximum_and_actual(client: GraphQLClient) -> None:
     allowed = await client.post(_nested(15))
     assert allowed.status_code == 200, allowed.json()
     response = await client.post(_nested(16))
@@ -117,7 +123,7 @@ async def test_depth_16_is_rejected_with_maximum_and_actual(client) -> None:
     assert (error["extensions"]["maximum"], error["extensions"]["actual"]) == (15, 16)
 
 
-async def test_complexity_is_reported_and_1001_is_rejected(client) -> None:
+async def test_complexity_is_reported_and_1001_is_rejected(client: GraphQLClient) -> None:
     five = " ".join(
         f"a{i}: notes(limit: 100) {{ edges {{ node {{ content }} }} }}" for i in range(5)
     )
@@ -131,7 +137,7 @@ async def test_complexity_is_reported_and_1001_is_rejected(client) -> None:
     assert (extensions["maximum"], extensions["actual"]) == (1000, 1001)
 
 
-async def test_eleven_aliases_are_rejected(client) -> None:
+async def test_eleven_aliases_are_rejected(client: GraphQLClient) -> None:
     ten = " ".join(f"h{i}: health {{ status }}" for i in range(10))
     assert (await client.post(f"{{ {ten} }}")).status_code == 200
     response = await client.post(f"{{ {ten} h10: health {{ status }} }}")
@@ -139,7 +145,7 @@ async def test_eleven_aliases_are_rejected(client) -> None:
     assert response.json()["errors"][0]["extensions"]["code"] == "TOO_MANY_ALIASES"
 
 
-async def test_fragment_cycles_are_rejected(client) -> None:
+async def test_fragment_cycles_are_rejected(client: GraphQLClient) -> None:
     query = (
         "{ notes { ...A } } fragment A on NotesConnection { ...B }"
         " fragment B on NotesConnection { ...A }"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pcf_api.config import DatabaseSettings
+from pcf_api.errors import StoreOverloaded
 from pcf_api.store.database import SQLITE_POOL_SIZE, Database, create_database
 
 pytestmark = pytest.mark.anyio
@@ -101,7 +101,7 @@ async def test_with_every_connection_thread_busy_a_request_waits_then_times_out(
     assert sqlite.pool_is_busy()
 
     began = asyncio.get_running_loop().time()
-    with pytest.raises(PoolTimeout):
+    with pytest.raises(StoreOverloaded):
         await sqlite.read(_count)
     waited = asyncio.get_running_loop().time() - began
     assert 0.25 < waited < 2
@@ -120,7 +120,7 @@ async def test_a_cancelled_caller_frees_its_thread_only_when_the_statement_ends(
     with pytest.raises(asyncio.CancelledError):
         await holders[0]
 
-    with pytest.raises(PoolTimeout):  # the cancelled caller's work still holds its thread
+    with pytest.raises(StoreOverloaded):  # the cancelled caller's work still holds its thread
         await sqlite.read(_count)
 
     release.set()

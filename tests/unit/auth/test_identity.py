@@ -602,7 +602,7 @@ async def test_starting_and_closing_without_a_verifier_changes_nothing() -> None
 
 
 def settings(environment: str = "production", **auth: Any) -> Settings:
-    return Settings(environment=environment, auth=AuthSettings(**auth))  # type: ignore[arg-type]
+    return Settings(environment=environment, auth=AuthSettings(**auth))
 
 
 def test_no_key_source_means_no_verifier() -> None:

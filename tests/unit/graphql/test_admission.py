@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from graphql import OperationType, parse
+from graphql import FieldNode, OperationDefinitionNode, OperationType, parse
 
 from pcf_api.auth.identity import AuthenticationError, Authenticator
 from pcf_api.config import RateLimitSettings
@@ -30,9 +30,12 @@ def admission(
 
 async def admit(gate: Admission, query: str, client_id: str = "alice", **kwargs: object) -> int:
     document = parse(query)
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
     root_fields = tuple(
-        selection.name.value  # type: ignore[attr-defined]
-        for selection in document.definitions[0].selection_set.selections  # type: ignore[attr-defined]
+        selection.name.value
+        for selection in operation.selection_set.selections
+        if isinstance(selection, FieldNode)
     )
     return await gate.admit(
         shape=analyze_document(document),

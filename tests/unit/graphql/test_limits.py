@@ -25,6 +25,7 @@ from graphql.language import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
@@ -582,6 +583,7 @@ def expand(
                 own = {"note": 1, "content": 1}.get(name, 0) + below[2]
             inner = (below[0] + 1, below[1] + (selection.alias is not None), own)
         else:
+            assert isinstance(selection, InlineFragmentNode)
             inner = expand(selection.selection_set, fragments, limit_of)
         depth = max(depth, inner[0])
         aliases += inner[1]
