@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint format coverage-gate clean lock load-test
+.PHONY: help run test test-fast test-lowest lint format coverage-gate clean lock load-test
 .PHONY: manifests kube-tools
 .PHONY: image image-test image-scan tools
 
@@ -44,6 +44,21 @@ format: $(VENV)/.dev ## apply the formatter and safe lint fixes
 
 test-fast: $(VENV)/.dev ## unit tests only
 	$(BIN)/pytest tests/unit -q
+
+# The unit tests on the lowest versions pyproject.toml admits for the runtime dependencies
+# (requirements/lowest.lock, see `lock`), in a venv of their own. pcf-api goes in as a wheel built
+# by the dev venv: the locked setuptools needs a newer packaging than the lowest one to build it.
+LOWEST := build/lowest
+test-lowest: $(VENV)/.runtime ## unit tests on the lowest declared versions of the runtime dependencies
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)/venv
+	$(LOWEST)/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/build.lock
+	$(LOWEST)/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/build.lock -r requirements/lowest.lock
+	mkdir -p $(LOWEST)/source
+	cp -R pyproject.toml README.md src $(LOWEST)/source/
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --wheel-dir $(LOWEST) $(LOWEST)/source
+	$(LOWEST)/venv/bin/pip install --quiet --disable-pip-version-check --no-deps $(LOWEST)/pcf_api-*.whl
+	$(LOWEST)/venv/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
 test: lint $(VENV)/.dev ## the whole suite: lint, unit, integration, coverage gates
 	rm -f .coverage .coverage.*
@@ -90,9 +105,17 @@ image-scan: tools ## SBOM, secrets, non-root/no-shell checks, hadolint, checkov 
 
 tools: .venv-tools/.installed ## install the image linters into .venv-tools
 
+# Existing pins are kept (uv prefers the versions already in the output file); `uv pip compile
+# --upgrade-package NAME` moves one. lowest.lock is re-resolved from scratch each time: the lowest
+# versions pyproject admits for the runtime dependencies, plus the unit tests' own tools
+# (LOWEST_TOOLS) at their dev.lock versions, for `make test-lowest`.
+LOWEST_TOOLS := pytest|pytest-timeout|hypothesis|import-linter
 lock: ## re-resolve the lock files (needs uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements/main.lock
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements/dev.lock
+	sed -n -E 's/^($(LOWEST_TOOLS))==([^ ]+).*/\1==\2/p' requirements/dev.lock \
+		| uv pip compile pyproject.toml - --resolution lowest-direct --upgrade --generate-hashes \
+			--python-version 3.11 -o requirements/lowest.lock
 	uv pip compile requirements/build.in --generate-hashes --python-version 3.11 -o requirements/build.lock
 	uv pip compile requirements/tools.in --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements/tools.lock
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -30,10 +29,28 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+# Run as a file rather than with -m, a script has its own directory first on the path: the
+# repository root goes there instead, so that bench is a package and bench/graphql.py does not
+# shadow graphql-core.
+if not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+# bench/graphql.py's databases, seeding, servers and wrk driver
+from bench.graphql import (
+    BIN,
+    NOTES_QUERY,
+    free_port,
+    pcf_env,
+    run_wrk,
+    seeded_database,
+    server,
+    source_state,
+    wait_serving,
+    wrk_script,
+)
+
 WARMUP_SECONDS = 3
 START_TIMEOUT = 60.0
 
@@ -67,21 +84,6 @@ def _write(signum, frame):
 gc.callbacks.append(_timed)
 signal.signal(signal.SIGUSR1, _write)
 """
-
-
-def _load_graphql_bench() -> ModuleType:
-    """bench/graphql.py's databases, seeding, servers and wrk driver (loaded by path: as a
-    module named ``graphql`` it would shadow graphql-core)."""
-    spec = importlib.util.spec_from_file_location("bench_graphql", BENCH_DIR / "graphql.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit("bench/graphql.py not found")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_graphql_bench()
 
 
 @dataclass(frozen=True)
@@ -120,21 +122,21 @@ def resident_mib(pid: int) -> float:
 
 
 def measure(database: Any, threshold: int, workdir: Path, args: argparse.Namespace) -> Run:
-    port = bench.free_port()
+    port = free_port()
     out = workdir / f"probe-{port}.json"
     env = {
-        **bench.pcf_env(database, port, "INFO"),
+        **pcf_env(database, port, "INFO"),
         "PCF_SERVER__GC_YOUNG_THRESHOLD": str(threshold),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")])),
         "BENCH_GC_PROBE_OUT": str(out),
     }
-    script = bench.wrk_script(workdir, "notes", {"query": bench.NOTES_QUERY})
+    script = wrk_script(workdir, "notes", {"query": NOTES_QUERY})
     log = workdir / f"server-{port}.log"
-    with bench.server([str(bench.BIN / "pcf-api"), "serve"], env, log) as process:
-        bench.wait_serving(process, port, log, timeout=START_TIMEOUT)
-        bench.run_wrk(port, script, WARMUP_SECONDS, args.connections)
+    with server([str(BIN / "pcf-api"), "serve"], env, log) as process:
+        wait_serving(process, port, log, timeout=START_TIMEOUT)
+        run_wrk(port, script, WARMUP_SECONDS, args.connections)
         before = probe_totals(process.pid, out)
-        result = bench.run_wrk(port, script, args.duration, args.connections)
+        result = run_wrk(port, script, args.duration, args.connections)
         after = probe_totals(process.pid, out)
         rss = resident_mib(process.pid)
     pairs = zip(before["collections"], after["collections"], strict=True)
@@ -151,7 +153,7 @@ def measure(database: Any, threshold: int, workdir: Path, args: argparse.Namespa
 
 def report(results: dict[str, dict[int, list[Run]]], args: argparse.Namespace) -> None:
     print(
-        f"\nsource {bench.source_state()}; wrk -t2 -c{args.connections} -d{args.duration}s on "
+        f"\nsource {source_state()}; wrk -t2 -c{args.connections} -d{args.duration}s on "
         f"the notes query, one pcf-api process; median of {args.repeat} rounds (range)\n"
     )
     print(
@@ -206,7 +208,7 @@ def main() -> int:
         workdir = Path(tmp)
         (workdir / "sitecustomize.py").write_text(PROBE)
         for name in databases:
-            with bench.seeded_database(name, workdir) as database:
+            with seeded_database(name, workdir) as database:
                 results[name] = {threshold: [] for threshold in thresholds}
                 for round_number in range(args.repeat):
                     # Each round starts with the next threshold, so none always runs first.

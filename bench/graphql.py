@@ -96,7 +96,7 @@ class Database:
 def seed(database: Database) -> None:
     """Migrate with ``pcf-api migrate`` (the schema pcf-api uses), then insert the notes."""
     env = {
-        **_clean_env(),
+        **clean_env(),
         "PCF_ENVIRONMENT": "development",
         "PCF_LOG__LEVEL": "WARNING",
         "PCF_DATABASE__URL": database.url,
@@ -177,7 +177,7 @@ def seeded_database(name: str, directory: Path) -> Iterator[Database]:
 # --- servers -------------------------------------------------------------------------------
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PCF_", "BENCH_"))}
 
 
@@ -302,7 +302,7 @@ def _system_busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / HZ  # all but idle and iowait
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -316,7 +316,7 @@ def _postgres_seconds() -> dict[int, float]:
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "postgres":
-                    seconds[int(entry.name)] = _cpu_seconds(int(entry.name))
+                    seconds[int(entry.name)] = cpu_seconds(int(entry.name))
             except OSError:
                 continue
     return seconds
@@ -348,7 +348,7 @@ class CpuMeter:
         self._start = (
             time.monotonic(),
             _system_busy_seconds(),
-            _cpu_seconds(self.server_pid),
+            cpu_seconds(self.server_pid),
             _postgres_seconds(),
             _own_seconds(),
         )
@@ -358,7 +358,7 @@ class CpuMeter:
         wall0, busy0, server0, postgres0, own0 = self._start
         wall = time.monotonic() - wall0
         busy = _system_busy_seconds() - busy0
-        server = _cpu_seconds(self.server_pid) - server0
+        server = cpu_seconds(self.server_pid) - server0
         postgres = sum(
             seconds - postgres0.get(pid, 0.0) for pid, seconds in _postgres_seconds().items()
         )
@@ -923,7 +923,7 @@ def otlp_sink() -> Iterator[str]:
 
 def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
     return {
-        **_clean_env(),
+        **clean_env(),
         "PCF_ENVIRONMENT": "development",
         "PCF_LOG__FORMAT": "json",
         "PCF_LOG__LEVEL": log_level,
@@ -964,7 +964,7 @@ def run_database(
         baseline, baseline_ids = measure(
             "baseline",
             baseline_command(port),
-            env={**_clean_env(), "BENCH_DATABASE_URL": database.url},
+            env={**clean_env(), "BENCH_DATABASE_URL": database.url},
             port=port,
             database=database,
             args=args,

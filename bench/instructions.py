@@ -26,7 +26,6 @@ Needs valgrind (``apt-get install valgrind``); PostgreSQL as for ``bench/graphql
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import signal
@@ -36,12 +35,32 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 
-BENCH_DIR = Path(__file__).resolve().parent
+# Run as a file rather than with -m, a script has its own directory first on the path: the
+# repository root goes there instead, so that bench is a package and bench/graphql.py does not
+# shadow graphql-core.
+if not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+# bench/graphql.py's databases, seeding and server settings, so both scripts measure the same thing
+from bench.graphql import (
+    BIN,
+    NOTE_QUERY,
+    NOTES_QUERY,
+    baseline_command,
+    clean_env,
+    free_port,
+    otlp_sink,
+    pcf_env,
+    seeded_database,
+    server,
+    source_state,
+    wait_serving,
+)
+
 WARMUP_REQUESTS = 200
 INSTRUMENTED_WARMUP_REQUESTS = 30
 # Spans are exported every tracing.export_interval_seconds (5 s by default). Under valgrind a
@@ -51,21 +70,6 @@ INSTRUMENTED_WARMUP_REQUESTS = 30
 SPAN_EXPORT_INTERVAL = 60
 IDLE_SECONDS = 10.0
 START_TIMEOUT = 180.0
-
-
-def _load_graphql_bench() -> ModuleType:
-    """bench/graphql.py's databases, seeding and server settings, so both scripts measure the
-    same thing. (Loaded by path: as a module named ``graphql`` it would shadow graphql-core.)"""
-    spec = importlib.util.spec_from_file_location("bench_graphql", BENCH_DIR / "graphql.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit("bench/graphql.py not found")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_graphql_bench()
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,8 @@ def variant(label: str, otlp_endpoint: str) -> Variant:
 
 def payloads(database: Any) -> dict[str, dict[str, Any]]:
     return {
-        "notes": {"query": bench.NOTES_QUERY},
-        "note": {"query": bench.NOTE_QUERY, "variables": {"id": database.note_id}},
+        "notes": {"query": NOTES_QUERY},
+        "note": {"query": NOTE_QUERY, "variables": {"id": database.note_id}},
     }
 
 
@@ -163,16 +167,16 @@ def send(client: httpx.Client, payload: dict[str, Any], count: int) -> None:
 
 def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> dict[str, float]:
     """Instructions per request of each query, on one server started for this variant."""
-    port = bench.free_port()
+    port = free_port()
     out_dir = workdir / f"callgrind-{database.name}-{variant.label}"
     out_dir.mkdir()
     if variant.baseline:
-        command = bench.baseline_command(port)
-        env = {**bench._clean_env(), "BENCH_DATABASE_URL": database.url}
+        command = baseline_command(port)
+        env = {**clean_env(), "BENCH_DATABASE_URL": database.url}
     else:
-        command = [str(bench.BIN / "pcf-api"), "serve"]
+        command = [str(BIN / "pcf-api"), "serve"]
         env = {
-            **bench.pcf_env(database, port, "INFO"),
+            **pcf_env(database, port, "INFO"),
             "PCF_TRACING__EXPORT_INTERVAL_SECONDS": str(SPAN_EXPORT_INTERVAL),
             **variant.env,
         }
@@ -180,8 +184,8 @@ def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> di
     settle = SPAN_EXPORT_INTERVAL + 2 if "PCF_TRACING__ENABLED" in variant.env else 0
     log = workdir / f"{database.name}-{variant.label}.log"
     results: dict[str, float] = {}
-    with bench.server(valgrind_command(command, out_dir), env, log) as process:
-        bench.wait_serving(process, port, log, timeout=START_TIMEOUT)
+    with server(valgrind_command(command, out_dir), env, log) as process:
+        wait_serving(process, port, log, timeout=START_TIMEOUT)
         callgrind = Callgrind(process.pid, out_dir)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for payload in payloads(database).values():
@@ -207,7 +211,7 @@ def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> di
 
 
 def report(results: dict[str, dict[str, dict[str, float]]], requests: int) -> None:
-    print(f"\nsource {bench.source_state()}; {requests} requests per figure; instructions per")
+    print(f"\nsource {source_state()}; {requests} requests per figure; instructions per")
     print("request (millions); vs pcf-api = change against pcf-api as it runs by default")
     print("(metrics on, tracing off); baseline / pcf-api = how many times more work the")
     print("baseline does per request.\n")
@@ -253,7 +257,7 @@ def main() -> int:
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pcf-bench-instructions-") as tmp:
         workdir = Path(tmp)
-        with bench.otlp_sink() as otlp_endpoint:
+        with otlp_sink() as otlp_endpoint:
             try:
                 chosen = [
                     variant(label.strip(), otlp_endpoint)
@@ -263,12 +267,12 @@ def main() -> int:
             except ValueError as exc:
                 parser.error(f"unknown variant: {exc}")
             for name in databases:
-                with bench.seeded_database(name, workdir) as database:
+                with seeded_database(name, workdir) as database:
                     results[name] = {}
-                    for server in chosen:
-                        print(f"{name}: {server.label} ...", file=sys.stderr, flush=True)
-                        results[name][server.label] = measure(
-                            server, database, workdir, args.requests
+                    for chosen_variant in chosen:
+                        print(f"{name}: {chosen_variant.label} ...", file=sys.stderr, flush=True)
+                        results[name][chosen_variant.label] = measure(
+                            chosen_variant, database, workdir, args.requests
                         )
     report(results, args.requests)
     return 0

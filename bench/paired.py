@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import statistics
 import sys
@@ -40,28 +39,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
+# Run as a file rather than with -m, a script has its own directory first on the path: the
+# repository root goes there instead, so that bench is a package and bench/graphql.py does not
+# shadow graphql-core.
+if not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench import instructions
+from bench.graphql import (
+    BIN,
+    cpu_seconds,
+    free_port,
+    otlp_sink,
+    pcf_env,
+    run_wrk,
+    seeded_database,
+    server,
+    source_state,
+    wait_serving,
+    wrk_script,
+)
+
 WARMUP_SECONDS = 3
 PAUSE_SECONDS = 2.0
 CONNECTIONS = 50
-
-
-def _load(name: str, module_name: str) -> ModuleType:
-    """A sibling script, loaded by path (as ``graphql`` it would shadow graphql-core)."""
-    spec = importlib.util.spec_from_file_location(module_name, BENCH_DIR / name)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"bench/{name} not found")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-instructions = _load("instructions.py", "bench_instructions")
-bench = instructions.bench
 
 
 @dataclass(frozen=True)
@@ -148,9 +151,9 @@ def report(summaries: dict[str, Summary], heading: str) -> None:
 
 def measure_slice(pid: int, port: int, script: Path, duration: int) -> Slice:
     time.sleep(PAUSE_SECONDS)
-    before = bench._cpu_seconds(pid)
-    result = bench.run_wrk(port, script, duration, CONNECTIONS)
-    used = bench._cpu_seconds(pid) - before
+    before = cpu_seconds(pid)
+    result = run_wrk(port, script, duration, CONNECTIONS)
+    used = cpu_seconds(pid) - before
     if result.errors:
         raise SystemExit(f"{result.errors} failed requests on port {port}")
     return Slice(result.rps, used / (result.rps * duration) * 1e6)
@@ -169,12 +172,12 @@ class Setup:
 def start(label: str, setup: Setup, servers: contextlib.ExitStack) -> tuple[int, int, Path]:
     """A server of variant ``label``, serving until ``servers`` closes: (pid, port, wrk script)."""
     variant = instructions.variant(label, setup.sink)
-    port = bench.free_port()
-    env = {**bench.pcf_env(setup.database, port, "INFO"), **variant.env}
+    port = free_port()
+    env = {**pcf_env(setup.database, port, "INFO"), **variant.env}
     log = setup.workdir / f"{label}-{port}.log"
-    process = servers.enter_context(bench.server([str(bench.BIN / "pcf-api"), "serve"], env, log))
-    bench.wait_serving(process, port, log)
-    return process.pid, port, bench.wrk_script(setup.workdir, f"{label}-{port}", setup.payload)
+    process = servers.enter_context(server([str(BIN / "pcf-api"), "serve"], env, log))
+    wait_serving(process, port, log)
+    return process.pid, port, wrk_script(setup.workdir, f"{label}-{port}", setup.payload)
 
 
 def measure_round(
@@ -198,8 +201,8 @@ def run(args: argparse.Namespace, labels: list[str]) -> dict[str, list[Slice]]:
     with (
         cpu_affinity(load_cpus),  # the OTLP sink's thread and wrk inherit it
         tempfile.TemporaryDirectory(prefix="pcf-paired-") as tmp,
-        bench.otlp_sink() as sink,
-        bench.seeded_database(args.database, Path(tmp)) as database,
+        otlp_sink() as sink,
+        seeded_database(args.database, Path(tmp)) as database,
     ):
         setup = Setup(database, sink, Path(tmp), instructions.payloads(database)[args.query])
         for number, rounds in enumerate(blocks(args.rounds, args.restart_every)):
@@ -209,7 +212,7 @@ def run(args: argparse.Namespace, labels: list[str]) -> dict[str, list[Slice]]:
                     with cpu_affinity(server_cpus):
                         running[label] = start(label, setup, servers)
                 for _, port, script in running.values():
-                    bench.run_wrk(port, script, WARMUP_SECONDS, CONNECTIONS)
+                    run_wrk(port, script, WARMUP_SECONDS, CONNECTIONS)
                 for round_number in rounds:
                     measure_round(running, labels, round_number, args.duration, slices)
     return slices
@@ -255,7 +258,7 @@ def main() -> int:
     slices = run(args, labels)
     report(
         summarise(slices, labels[0]),
-        f"source {bench.source_state()}; {args.database}, {args.query} query; {args.rounds} "
+        f"source {source_state()}; {args.database}, {args.query} query; {args.rounds} "
         f"rounds of wrk -t2 -c{CONNECTIONS} -d{args.duration}s per variant, in rotation, fresh "
         f"servers every {args.restart_every}; "
         f"{'servers pinned to one CPU' if args.pin else 'not pinned'}; "

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import stepreport
-import workload
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.user.wait_time import constant_throughput
+
+# locust puts its working directory (the repository root) on the path
+from bench.load import stepreport, workload
 
 _identities = itertools.count(1)
 _samples: list[tuple[float, float, bool, str, str]] = []

@@ -50,9 +50,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import stepreport
-import workload
 import yaml
+
+# Run as a file (python bench/load/run.py) rather than with -m: the repository root goes first on
+# the path in place of the script's own directory, so that bench is a package.
+if not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from bench.load import stepreport, workload
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -12,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support.scripts import load_script
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-collector = load_script(BENCH / "garbage_collector.py", "bench_garbage_collector")
+from bench import garbage_collector as collector
 
 # Makes cycles until told to stop: the collector runs, and the probe times it.
 CYCLES = """

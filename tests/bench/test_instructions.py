@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from support.scripts import load_script
+from bench import instructions
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-instructions = load_script(BENCH / "instructions.py", "bench_instructions")
 SINK = "http://127.0.0.1:4318/v1/traces"
 
 

@@ -13,17 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
+from bench.load import run
 
 from support.databases import ADMIN_DSN
-from support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = ROOT / "bench" / "load"
-
-
-load_script(LOAD / "stepreport.py")
-load_script(LOAD / "workload.py")
-run = load_script(LOAD / "run.py")
 
 
 def test_the_server_gets_the_settings_the_chart_gives_a_pod() -> None:

@@ -7,13 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-
-from support.scripts import load_script
-
-LOAD = Path(__file__).resolve().parents[2] / "bench" / "load"
-
-
-sr = load_script(LOAD / "stepreport.py")
+from bench.load import stepreport as sr
 
 
 def test_plan_rounds_users_up_and_keeps_the_order() -> None:

@@ -6,15 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from support.scripts import load_script
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-paired = load_script(BENCH / "paired.py", "bench_paired")
+from bench import paired
 
 
 def test_each_variant_goes_first_in_turn() -> None:

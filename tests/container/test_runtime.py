@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -23,10 +24,11 @@ CREATE = 'mutation { createNote(input: {title: "t", content: "c", author: "alice
 COUNT = "{ notes { totalCount } }"
 
 
-def graphql(url: str, query: str) -> dict:
+def graphql(url: str, query: str) -> dict[str, Any]:
     response = httpx.post(f"{url}/graphql", json={"query": query}, headers=BEARER, timeout=10)
     assert response.status_code == 200, response.text
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def host_uid(engine: Engine, name: str) -> int:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,10 @@ LATENCY_ALERTS = {
     "PcfApiHighLatencyP99",
 }
 PROCESS_ALERTS = {"PcfApiRestarting", "PcfApiTargetDown", "PcfApiAllReplicasDown"}
+
+
+def finite_samples(prometheus: Prometheus, expr: str) -> list[dict[str, Any]]:
+    return [sample for sample in prometheus.query(expr) if finite(sample)]
 
 
 def rules() -> list[dict[str, Any]]:
@@ -222,7 +227,7 @@ async def test_every_dashboard_and_rule_expression_returns_data_from_a_live_serv
     # Every recording rule has been evaluated over the traffic (each is one group's rule).
     for rule in recorded:
         prometheus.eventually(
-            lambda rule=rule: [s for s in prometheus.query(rule["record"]) if finite(s)],
+            functools.partial(finite_samples, prometheus, rule["record"]),
             f"recorded {rule['record']}",
         )
 

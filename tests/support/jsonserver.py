@@ -10,7 +10,7 @@ import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Answer = tuple[int, Any]
 
@@ -35,7 +35,7 @@ class JsonServer:
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any) -> Answer:
         raise NotImplementedError
 
-    def start(self) -> JsonServer:
+    def start(self) -> Self:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,7 +91,7 @@ class JsonServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> JsonServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

@@ -37,7 +37,7 @@ class Clock:
 @pytest.fixture
 def issuer() -> Iterator[JwksServer]:
     with JwksServer() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.fixture

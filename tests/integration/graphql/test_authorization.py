@@ -27,7 +27,7 @@ DELETE = "mutation($id: ID!) { deleteNote(id: $id) }"
 @pytest.fixture
 def spicedb_server() -> Iterator[SpiceDBServer]:
     with SpiceDBServer() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 def spicedb_env(server: SpiceDBServer) -> dict[str, str]:

@@ -125,7 +125,9 @@ def _check(response_status: int, body: object, elapsed: float) -> None:
     query=documents(),
     variables=st.dictionaries(st.sampled_from(["v", "limit", "x"]), JSON_VALUES, max_size=3),
 )
-def test_generated_documents_and_variables(client: Client, query: str, variables: dict) -> None:
+def test_generated_documents_and_variables(
+    client: Client, query: str, variables: dict[str, Any]
+) -> None:
     started = time.monotonic()
     response = client.post(
         "/graphql",

@@ -9,6 +9,7 @@ import asyncio
 from contextlib import AsyncExitStack
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from pcf_api.composition import build_service
 from pcf_api.health import Status
@@ -34,8 +35,10 @@ async def test_a_busy_pool_answers_service_unavailable_and_stays_ready(database_
         await client.create()
         store = service.notes.services.store
         database = store.database
+        pool = database.pool
+        assert isinstance(pool, QueuePool)  # both the sqlite and the asyncpg pool have a size
         async with AsyncExitStack() as held:
-            for _ in range(database.pool.size()):
+            for _ in range(pool.size()):
                 if database.dialect_name == "sqlite":  # its serving pool is synchronous
                     held.callback(database.pool.connect().close)
                 else:

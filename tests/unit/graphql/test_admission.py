@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from graphql import FieldNode, OperationDefinitionNode, OperationType, parse
 
@@ -32,11 +34,9 @@ async def admit(gate: Admission, query: str, client_id: str = "alice", **kwargs:
     document = parse(query)
     operation = document.definitions[0]
     assert isinstance(operation, OperationDefinitionNode)
-    root_fields = tuple(
-        selection.name.value
-        for selection in operation.selection_set.selections
-        if isinstance(selection, FieldNode)
-    )
+    selections = operation.selection_set.selections
+    assert all(isinstance(selection, FieldNode) for selection in selections)
+    root_fields = tuple(cast(FieldNode, selection).name.value for selection in selections)
     return await gate.admit(
         shape=analyze_document(document),
         operation=OperationType.QUERY,
