@@ -108,7 +108,7 @@ def seed(database: Database) -> None:
     from pcf_api.store.tables import note_relationships, notes  # noqa: PLC0415
 
     start = datetime(2025, 1, 1, tzinfo=UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for index in range(NOTES):
         created = start + timedelta(minutes=index)
         rows.append(
@@ -512,7 +512,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         headers[name.strip().lower()] = value.strip()
     if "content-length" in headers:
         return status, await reader.readexactly(int(headers["content-length"]))
-    chunks = []
+    chunks: list[bytes] = []
     while True:  # chunked
         size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
         chunk = await reader.readexactly(size + 2)

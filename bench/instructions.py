@@ -82,7 +82,16 @@ class Variant:
 def variant(label: str, otlp_endpoint: str) -> Variant:
     """``baseline``, ``pcf-api`` (as it runs by default: metrics on, tracing off),
     ``no-metrics`` (metrics and tracing off) or ``tracing-<ratio>`` (metrics on, tracing at that
-    sample ratio, exporting to a local OTLP sink)."""
+    sample ratio, exporting to a local OTLP sink). ``NAME@CHECKOUT`` is variant NAME running the
+    source of another checkout (e.g. a ``git worktree`` of an older commit), to compare two
+    versions of the code in the same run."""
+    name, at, checkout = label.partition("@")
+    if at:
+        if not checkout or name == "baseline":
+            raise ValueError(label)
+        other = variant(name, otlp_endpoint)
+        source = str(Path(checkout).resolve() / "src")
+        return Variant(label, {**other.env, "PYTHONPATH": source})
     if label == "baseline":
         return Variant(label, {}, baseline=True)
     if label == "pcf-api":

@@ -156,7 +156,8 @@ def cpu_between(readings: Sequence[CpuReading], start: float, end: float) -> Cpu
     wall = last.t - first.t
 
     def cores(name: str) -> float | None:
-        before, after = getattr(first, name), getattr(last, name)
+        before: float | None = getattr(first, name)
+        after: float | None = getattr(last, name)
         if before is None or after is None:
             return None
         return max(after - before, 0.0) / wall

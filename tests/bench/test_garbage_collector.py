@@ -59,7 +59,7 @@ def test_the_probe_counts_and_times_collections_in_the_process_it_is_loaded_into
 def test_the_report_gives_gc_time_per_request_and_share_of_the_run(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    def run(rps: float, gc_seconds: float) -> object:
+    def run(rps: float, gc_seconds: float) -> collector.Run:
         return collector.Run(
             rps=rps,
             p99_ms=120.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import instructions
@@ -22,7 +24,16 @@ def test_named_variants_configure_metrics_and_tracing() -> None:
     assert not traced.baseline
 
 
-@pytest.mark.parametrize("label", ["tracing-2", "tracing-x", "tracing-", "metrics", ""])
+def test_a_variant_at_another_checkout_runs_that_checkout_s_source(tmp_path: Path) -> None:
+    other = instructions.variant(f"tracing-0.1@{tmp_path}", SINK)
+    assert other.label == f"tracing-0.1@{tmp_path}"
+    assert other.env["PYTHONPATH"] == str(tmp_path.resolve() / "src")
+    assert other.env["PCF_TRACING__SAMPLE_RATIO"] == "0.1"
+
+
+@pytest.mark.parametrize(
+    "label", ["tracing-2", "tracing-x", "tracing-", "metrics", "", "pcf-api@", "baseline@/tmp"]
+)
 def test_unknown_variants_are_refused(label: str) -> None:
     with pytest.raises(ValueError, match=label or "^$"):
         instructions.variant(label, SINK)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from bench.load import run
 
+from bench.load import run
 from support.databases import ADMIN_DSN
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from bench.load import stepreport as sr
 
 
@@ -39,10 +40,15 @@ def test_parse_rates() -> None:
 
 def test_step_at_follows_the_schedule_and_ends() -> None:
     steps = sr.plan([10, 20, 30], user_rate=1, step_seconds=10, settle_seconds=2)
-    assert sr.step_at(steps, 0).users == 10
-    assert sr.step_at(steps, 9.99).users == 10
-    assert sr.step_at(steps, 10).users == 20
-    assert sr.step_at(steps, 29.9).users == 30
+
+    def users_at(t: float) -> int | None:
+        step = sr.step_at(steps, t)
+        return None if step is None else step.users
+
+    assert users_at(0) == 10
+    assert users_at(9.99) == 10
+    assert users_at(10) == 20
+    assert users_at(29.9) == 30
     assert sr.step_at(steps, 30) is None
 
 
@@ -64,7 +70,7 @@ def test_percentile_is_nearest_rank() -> None:
     assert math.isnan(sr.percentile([], 0.5))
 
 
-def readings() -> list[object]:
+def readings() -> list[sr.CpuReading]:
     # Server: 0.5 cores, database 0.2, client 0.1, the machine 1.0 -> other 0.2 (t = 0..20 s).
     return [
         sr.CpuReading(t=float(t), server=0.5 * t, database=0.2 * t, client=0.1 * t, busy=1.0 * t)

@@ -16,7 +16,7 @@ from strawberry.types.field import StrawberryField
 
 from pcf_api.compat import CompatibilityError, require_version
 
-SUPPORTED = ">=0.240,<0.342"
+SUPPORTED = ">=0.318.1,<0.342"
 
 
 def graphql_core_schema(schema: strawberry.Schema) -> GraphQLSchema:
