@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -174,10 +175,11 @@ def start(label: str, setup: Setup, servers: contextlib.ExitStack) -> tuple[int,
     variant = instructions.variant(label, setup.sink)
     port = free_port()
     env = {**pcf_env(setup.database, port, "INFO"), **variant.env}
-    log = setup.workdir / f"{label}-{port}.log"
+    name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}-{port}"  # a label may hold a path
+    log = setup.workdir / f"{name}.log"
     process = servers.enter_context(server([str(BIN / "pcf-api"), "serve"], env, log))
     wait_serving(process, port, log)
-    return process.pid, port, wrk_script(setup.workdir, f"{label}-{port}", setup.payload)
+    return process.pid, port, wrk_script(setup.workdir, name, setup.payload)
 
 
 def measure_round(

@@ -1195,6 +1195,7 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
         "database.url",
         "database.password",
         "events.redis_url",
+        "graphql.persisted_queries_redis_url",
         "metrics.password",
         "rate_limit.storage_url",
         "tracing.headers",

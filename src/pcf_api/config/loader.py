@@ -37,6 +37,8 @@ PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "database.auto_migrate": True,
         "graphql.introspection": True,
         "graphql.graphiql": True,
+        # A web app on the developer's machine, whatever its port.
+        "cors.allow_origin_regex": r"^http://(localhost|127\.0\.0\.1)(:\d+)?$",
     },
     "staging": {"server.host": "0.0.0.0", "log.format": "json"},
     "production": {"server.host": "0.0.0.0", "log.format": "json"},

@@ -35,6 +35,16 @@ def inconsistent_settings(settings: Settings) -> list[str]:
             )
     if settings.auth.jwks_url and settings.auth.jwks_path:
         problems.append("auth.jwks_url and auth.jwks_path: set only one of them")
+    cors = settings.cors
+    if cors.allow_credentials and ("*" in cors.allow_origins or cors.allow_origin_regex == ".*"):
+        problems.append(
+            "cors.allow_origins: '*' together with cors.allow_credentials would let any site "
+            "make credentialed calls; list the origins instead"
+        )
+    if settings.graphql.only_trusted_documents and settings.graphql.trusted_documents is None:
+        problems.append(
+            "graphql.only_trusted_documents: needs graphql.trusted_documents (the manifest)"
+        )
     return problems
 
 

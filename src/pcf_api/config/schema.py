@@ -114,6 +114,40 @@ class GraphQLSettings(Section):
     max_subscriptions: int = Field(1000, ge=0)
     max_subscriptions_per_client: int = Field(10, ge=0)
     subscription_idle_timeout_seconds: float = Field(1800.0, gt=0)
+    persisted_queries: bool = True
+    """Automatic persisted queries (Apollo's ``extensions.persistedQuery``)."""
+    persisted_queries_max_bytes: int = Field(16 * 1_048_576, ge=0)
+    """What the in-process store of registered documents may hold, in bytes of document text."""
+    persisted_queries_redis_url: SecretStr | None = None
+    """A Redis shared by every replica for registered documents (in process when unset)."""
+    persisted_queries_redis_url_file: Path | None = None
+    trusted_documents: Path | None = None
+    """A manifest of the documents the service's own apps ship (hash → document), e.g. a
+    ConfigMap written by GraphQL Code Generator's client preset or the Relay compiler."""
+    only_trusted_documents: bool = False
+    """Refuse every document that is not in ``trusted_documents`` (before parsing)."""
+
+
+class CorsSettings(Section):
+    """Which browser origins may call the API (Starlette's CORSMiddleware) and open its
+    WebSocket. Requests without an ``Origin`` header (servers, mobile apps) are not affected."""
+
+    allow_origins: list[str] = []
+    """Exact origins (``https://app.example.com``); comma-separated in the environment."""
+    allow_origin_regex: str | None = None
+    allow_credentials: bool = False
+    max_age: int = Field(600, ge=0, le=86_400)
+    """How long a browser may cache a preflight answer, in seconds."""
+
+    @field_validator("allow_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: Any) -> Any:
+        return _split_list(value) or []
+
+
+class SubscriptionsSettings(Section):
+    connection_init_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds a WebSocket client has to send ``connection_init`` before it is closed (4408)."""
 
 
 class EventsSettings(Section):
@@ -282,6 +316,8 @@ class Settings(Section):
     health: HealthSettings = HealthSettings()
     database: DatabaseSettings = DatabaseSettings()
     graphql: GraphQLSettings = GraphQLSettings()
+    cors: CorsSettings = CorsSettings()
+    subscriptions: SubscriptionsSettings = SubscriptionsSettings()
     events: EventsSettings = EventsSettings()
     auth: AuthSettings = AuthSettings()
     authz: AuthzSettings = AuthzSettings()

@@ -49,34 +49,50 @@ _ALLOWED = "GET, POST"
 
 
 class GraphQLRequest:
-    __slots__ = ("operation_name", "query", "variables")
+    __slots__ = ("extensions", "operation_name", "query", "variables")
 
-    def __init__(self, query: str, variables: dict[str, Any] | None, operation_name: str | None):
+    def __init__(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        extensions: dict[str, Any] | None = None,
+    ):
         self.query = query
         self.variables = variables
         self.operation_name = operation_name
+        self.extensions = extensions
 
 
 def _request_error(message: str, **extensions: Any) -> AppError:
     return AppError(ErrorCode.INVALID_INPUT, message, extensions=extensions)
 
 
+def _json_object(params: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """``variables`` or ``extensions``: an object, given as such (POST) or as JSON text (GET)."""
+    value = params.get(name)
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value) if value else None
+        except orjson.JSONDecodeError:
+            raise _request_error(f"{name} is not valid JSON.", field=name) from None
+    if value is not None and not isinstance(value, dict):
+        raise _request_error(f"{name} must be an object.", field=name)
+    return value
+
+
 def _from_params(params: Mapping[str, Any]) -> GraphQLRequest:
     query = params.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise _request_error("The request has no query.")
-    variables = params.get("variables")
-    if isinstance(variables, str):
-        try:
-            variables = orjson.loads(variables) if variables else None
-        except orjson.JSONDecodeError:
-            raise _request_error("variables is not valid JSON.") from None
-    if variables is not None and not isinstance(variables, dict):
-        raise _request_error("variables must be an object.")
+    if query is not None and not isinstance(query, str):
+        raise _request_error("query must be a string.", field="query")
+    if query is None or not query.strip():
+        raise _request_error("The request has no query.", field="query")
+    variables = _json_object(params, "variables")
+    extensions = _json_object(params, "extensions")
     operation_name = params.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
-        raise _request_error("operationName must be a string.")
-    return GraphQLRequest(query, variables, operation_name or None)
+        raise _request_error("operationName must be a string.", field="operationName")
+    return GraphQLRequest(query, variables, operation_name or None, extensions)
 
 
 def _accepts_graphql_response(scope: Scope) -> bool:
