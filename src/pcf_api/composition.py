@@ -46,10 +46,17 @@ from pcf_api.graphql.http import GraphQLHTTP
 from pcf_api.graphql.limits import QueryLimits
 from pcf_api.graphql.metrics import (
     instrument_engine,
+    persisted_metrics,
     service_metrics,
     timed_resolver,
     traced_resolver,
     wrap_root_resolvers,
+)
+from pcf_api.graphql.persisted import (
+    DocumentPolicy,
+    MemoryDocumentStore,
+    RedisDocumentStore,
+    load_manifest,
 )
 from pcf_api.graphql.schema import build_schema
 from pcf_api.graphql.websocket import SubscriptionsApp
@@ -113,6 +120,8 @@ class Notes:
         await self.authenticator.aclose()
         await services.authorizer.aclose()
         await services.store.close()
+        if self.admission.documents is not None:
+            await self.admission.documents.aclose()
         await self.database.dispose()
 
 
@@ -251,8 +260,18 @@ def build_notes(
         max_tokens=graphql.max_tokens,
         max_bytes=graphql.max_document_bytes,
     )
+    documents = build_document_policy(settings)
+    if isinstance(documents.store, RedisDocumentStore):
+        # Not critical: requests that carry their document still execute; hash-only ones are
+        # answered PERSISTED_QUERY_NOT_FOUND and resent with the document.
+        health.register("persisted_queries_redis", documents.store.check, critical=False)
+    if observed is not None:
+        observed.add_source(partial(persisted_metrics, documents))
     admission = Admission(
-        authenticator=authenticator, rate_limiter=services.rate_limiter, limits=limits
+        authenticator=authenticator,
+        rate_limiter=services.rate_limiter,
+        limits=limits,
+        documents=documents,
     )
     schema = build_schema(
         extensions=[partial(AdmissionExtension, admission=admission), ErrorFormatExtension]
@@ -285,6 +304,30 @@ def build_notes(
         schema=schema,
         http=http,
         subscriptions=SubscriptionsApp(schema, admission=admission, services=services),
+    )
+
+
+def build_document_policy(settings: Settings) -> DocumentPolicy:
+    """Automatic persisted queries (in process, or in Redis when configured) and the trusted
+    documents manifest; ManifestError (start-up refused) when the manifest is unusable."""
+    graphql = settings.graphql
+    store: MemoryDocumentStore | RedisDocumentStore | None = None
+    if graphql.persisted_queries:
+        local = MemoryDocumentStore(graphql.persisted_queries_max_bytes)
+        redis_url = graphql.persisted_queries_redis_url
+        store = (
+            RedisDocumentStore.from_url(redis_url.get_secret_value(), local=local)
+            if redis_url is not None
+            else local
+        )
+    trusted = (
+        load_manifest(graphql.trusted_documents) if graphql.trusted_documents is not None else {}
+    )
+    return DocumentPolicy(
+        store=store,
+        trusted=trusted,
+        only_trusted=graphql.only_trusted_documents,
+        max_document_bytes=graphql.max_document_bytes,
     )
 
 

@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
     TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
     QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+    DOCUMENT_NOT_TRUSTED = "DOCUMENT_NOT_TRUSTED"
 
     @property
     def http_status(self) -> int:
@@ -56,6 +59,11 @@ _HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.QUERY_TOO_COMPLEX: 400,
     ErrorCode.TOO_MANY_ALIASES: 400,
     ErrorCode.QUERY_TOO_LARGE: 400,
+    # Apollo Client's persisted-queries link reads the code from a 4xx body and resends the
+    # document; sent with Cache-Control: no-store, so no CDN keeps the miss.
+    ErrorCode.PERSISTED_QUERY_NOT_FOUND: 404,
+    ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED: 400,
+    ErrorCode.DOCUMENT_NOT_TRUSTED: 400,
 }
 
 _CODE_FOR_STATUS: Mapping[int, ErrorCode] = {
@@ -90,6 +98,9 @@ _DEFAULT_MESSAGE: Mapping[ErrorCode, str] = {
     ErrorCode.QUERY_TOO_COMPLEX: "The query is too complex.",
     ErrorCode.TOO_MANY_ALIASES: "The query uses too many aliases.",
     ErrorCode.QUERY_TOO_LARGE: "The query document is too large.",
+    ErrorCode.PERSISTED_QUERY_NOT_FOUND: "No document is known under this hash; send it too.",
+    ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED: "Persisted queries are disabled.",
+    ErrorCode.DOCUMENT_NOT_TRUSTED: "Only trusted documents are accepted.",
 }
 
 

@@ -4,6 +4,8 @@ One pipeline, so that a rule added once holds on both transports:
 
 1. open: start-up has finished (until then every operation is refused with 503);
 2. identity: who is calling (a bearer token, or in development the demo user);
+   document: the text to parse — a persisted or trusted document named by hash, and with
+   ``only_trusted_documents`` nothing else (``persisted.DocumentPolicy``), before any parsing;
 3. limits: depth, aliases and complexity of the selected operation;
 4. rate budgets: one of the operation's kind, one search per ``searchNotes``.
 
@@ -21,9 +23,11 @@ from graphql import OperationType
 from pcf_api.auth.identity import AuthenticationError, Authenticator, Identity
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.limits import DocumentShape, QueryLimits, check
+from pcf_api.graphql.persisted import DocumentPolicy
 from pcf_api.ratelimit import Budget, RateLimiter
 
 STARTING_RETRY_AFTER = "5"
+NO_QUERY = "The request has no query."
 
 _BUDGETS = {
     OperationType.QUERY: Budget.QUERY,
@@ -52,11 +56,17 @@ class Admission:
     """The admission steps, with the collaborators they need; shared by both transports."""
 
     def __init__(
-        self, *, authenticator: Authenticator, rate_limiter: RateLimiter, limits: QueryLimits
+        self,
+        *,
+        authenticator: Authenticator,
+        rate_limiter: RateLimiter,
+        limits: QueryLimits,
+        documents: DocumentPolicy | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
         self.limits = limits
+        self.documents = documents
         self.is_open = False
 
     def open(self) -> None:
@@ -70,6 +80,19 @@ class Admission:
                 "The service is starting.",
                 headers={"Retry-After": STARTING_RETRY_AFTER},
             )
+
+    async def document(
+        self, query: str, extensions: Mapping[str, Any] | None, document_id: str | None = None
+    ) -> str:
+        """The document text to parse: the query itself, or the persisted or trusted document
+        the request names (``persisted.DocumentPolicy``). Refusals raise AppError
+        (``PERSISTED_QUERY_NOT_FOUND``, ``DOCUMENT_NOT_TRUSTED``, ``INVALID_INPUT``)."""
+        policy = self.documents
+        if policy is None:
+            if not query:
+                raise AppError(ErrorCode.INVALID_INPUT, NO_QUERY, extensions={"field": "query"})
+            return query
+        return await policy.document(query, extensions, document_id)
 
     async def identify(self, authorization: str | None, demo_user: str | None) -> Identity | None:
         """The caller: a bearer token's subject, or (development) the demo user; None when the

@@ -8,6 +8,12 @@ Lists show only what the caller may read. With the local backend the store filte
 same SELECT (one round trip, exact totals). With SpiceDB, notes are scanned newest first in
 chunks and each chunk is checked in bulk; the total needs the whole scan, so a list costs one
 bulk check per ``SCAN_CHUNK`` notes in the collection (cached decisions are free).
+
+Keyset pages (``first``/``after``, ``last``/``before``) are read the same way: with the local
+backend one SELECT filtered by the reader; with SpiceDB chunks in keyset order from the cursor,
+each checked in bulk, until the page is full and one more readable note shows whether there is
+a next page, at most ``WINDOW_SCAN_CHUNKS`` chunks (then the page may be short and its end
+cursor is where the scan stopped). The total is only computed when asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -26,10 +33,11 @@ from pcf_api.graphql.context import GraphQLContext
 from pcf_api.observability.logging import audit_log
 from pcf_api.observability.tracing import optional_span
 from pcf_api.store.models import Note
-from pcf_api.store.notes import NotePage
+from pcf_api.store.notes import Key, NotePage
 
 SCAN_CHUNK = 500
 SEARCH_SCAN_LIMIT = 1000
+WINDOW_SCAN_CHUNKS = 20  # SpiceDB: at most this many chunks are checked for one keyset page
 
 
 def subject_of(context: GraphQLContext) -> str:
@@ -117,6 +125,134 @@ async def readable_search(context: GraphQLContext, text: str, *, limit: int) -> 
         return notes
     candidates = await store.search(text, limit=SEARCH_SCAN_LIMIT)
     return (await _readable(context, subject, candidates))[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A keyset page of notes the caller may read (newest first) and its page info."""
+
+    notes: list[Note]
+    has_next: bool
+    has_previous: bool
+    total: int | None
+    resume: Key | None = None
+    """SpiceDB only: the scan stopped at its bound before the page was full; the next page
+    continues from this key (the end of a forward page, the start of a backward one)."""
+
+
+async def readable_window(
+    context: GraphQLContext,
+    *,
+    count: int,
+    after: Key | None,
+    before: Key | None,
+    backward: bool,
+    author: str | None = None,
+    total: bool = False,
+) -> Listing:
+    """Up to ``count`` readable notes past ``after`` and before ``before``: the newest of them,
+    or going ``backward`` the oldest; whether readable notes lie on either side, exactly."""
+    subject = subject_of(context)
+    store = context.store
+    if filters_in_store(context):
+        window = await store.window(
+            count=count,
+            after=after,
+            before=before,
+            backward=backward,
+            author=author,
+            reader=subject,
+            total=total,
+        )
+        _log_list(context, subject, shown=len(window.notes))
+        beyond_start, beyond_end = window.above, window.below
+        if backward:
+            return Listing(window.notes, beyond_end, window.more or beyond_start, window.total)
+        return Listing(window.notes, window.more or beyond_end, beyond_start, window.total)
+
+    shown, more, resume = await _scan_window(
+        context, subject, count=count, after=after, before=before, backward=backward, author=author
+    )
+    newer = after is not None and await _any_readable(
+        context, subject, after, newer=True, author=author
+    )
+    older = before is not None and await _any_readable(
+        context, subject, before, newer=False, author=author
+    )
+    counted = None
+    if total:
+
+        async def chunk(position: int) -> NotePage:
+            return await store.page(limit=SCAN_CHUNK, offset=position, author=author)
+
+        counted = (await _scan(context, subject, chunk, limit=0, offset=0)).total
+    if backward:
+        return Listing(shown, older, more or newer, counted, resume)
+    return Listing(shown, more or older, newer, counted, resume)
+
+
+async def _scan_window(
+    context: GraphQLContext,
+    subject: str,
+    *,
+    count: int,
+    after: Key | None,
+    before: Key | None,
+    backward: bool,
+    author: str | None,
+) -> tuple[list[Note], bool, Key | None]:
+    """SpiceDB: the readable notes of a keyset page, whether another readable one follows in
+    the direction of travel, and where the scan stopped if its bound cut it short."""
+    found: list[Note] = []  # in the order of travel
+    for _ in range(WINDOW_SCAN_CHUNKS):
+        chunk = await context.store.window(
+            count=SCAN_CHUNK, after=after, before=before, backward=backward, author=author
+        )
+        travelled = chunk.notes[::-1] if backward else chunk.notes
+        for note in await _readable(context, subject, travelled):
+            if len(found) == count:
+                return _in_list_order(found, backward), True, None
+            found.append(note)
+        if not chunk.more:
+            return _in_list_order(found, backward), False, None
+        if backward:
+            before = Key.of(travelled[-1])
+        else:
+            after = Key.of(travelled[-1])
+    resume = None if len(found) == count else (before if backward else after)
+    return _in_list_order(found, backward), True, resume
+
+
+def _in_list_order(notes: list[Note], backward: bool) -> list[Note]:
+    return notes[::-1] if backward else notes
+
+
+async def _any_readable(
+    context: GraphQLContext, subject: str, bound: Key, *, newer: bool, author: str | None
+) -> bool:
+    """SpiceDB: whether a readable note lies at ``bound`` or past it (newer, or older), looking
+    at most ``WINDOW_SCAN_CHUNKS`` chunks far (past that it answers yes: a next page that turns
+    out empty costs a client one request, a missed one loses notes)."""
+    at_bound, _ = await context.store.get_many([bound.id])
+    note = at_bound.get(bound.id)
+    if note is not None and (author is None or note.author == author):
+        if await _readable(context, subject, [note]):
+            return True
+    position = bound
+    for _ in range(WINDOW_SCAN_CHUNKS):
+        chunk = await context.store.window(
+            count=SCAN_CHUNK,
+            after=None if newer else position,
+            before=position if newer else None,
+            backward=newer,
+            author=author,
+        )
+        if await _readable(context, subject, chunk.notes):
+            return True
+        if not chunk.more:
+            return False
+        position = Key.of(chunk.notes[0] if newer else chunk.notes[-1])
+    return True
 
 
 def filters_in_store(context: GraphQLContext) -> bool:

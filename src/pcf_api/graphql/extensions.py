@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    NameNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+)
 from strawberry.extensions import SchemaExtension
 
 from pcf_api.errors import AppError
@@ -30,12 +37,30 @@ class AdmissionExtension(SchemaExtension):
     def __init__(self, *, admission: Admission) -> None:
         self.admission = admission
 
+    def on_parse(self) -> Iterator[None]:
+        # Before parsing: with only trusted documents, any other text is refused unparsed. The
+        # operation then stands on an empty placeholder document and the refusal is its
+        # pre-execution error, which skips validation and execution.
+        context = self.execution_context
+        policy = self.admission.documents
+        if policy is not None and policy.only_trusted and context.graphql_document is None:
+            try:
+                policy.check_text(context.query or "")
+            except AppError as error:
+                context.graphql_document = _placeholder(context.operation_name)
+                context.pre_execution_errors = [GraphQLError(error.message, original_error=error)]
+        yield
+
     async def on_validate(self) -> AsyncIterator[None]:
         # Before validation runs: a pre-execution error set here is returned as is.
         context = self.execution_context
         document = context.graphql_document
         graphql_context = context.context
-        if document is not None and isinstance(graphql_context, GraphQLContext):
+        if (
+            document is not None
+            and isinstance(graphql_context, GraphQLContext)
+            and not context.pre_execution_errors
+        ):
             operation = _selected(document, context.operation_name)
             try:
                 await self.admission.admit(
@@ -54,6 +79,21 @@ class AdmissionExtension(SchemaExtension):
             except AppError as error:
                 context.pre_execution_errors = [GraphQLError(error.message, original_error=error)]
         yield
+
+
+def _placeholder(operation_name: str | None) -> DocumentNode:
+    """An empty subscription with the requested operation's name: never validated nor run."""
+    return DocumentNode(
+        definitions=(
+            OperationDefinitionNode(
+                operation=OperationType.SUBSCRIPTION,
+                name=NameNode(value=operation_name) if operation_name else None,
+                variable_definitions=(),
+                directives=(),
+                selection_set=SelectionSetNode(selections=()),
+            ),
+        )
+    )
 
 
 def _selected(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:

@@ -49,7 +49,7 @@ _ALLOWED = "GET, POST"
 
 
 class GraphQLRequest:
-    __slots__ = ("extensions", "operation_name", "query", "variables")
+    __slots__ = ("document_id", "extensions", "operation_name", "query", "variables")
 
     def __init__(
         self,
@@ -57,11 +57,13 @@ class GraphQLRequest:
         variables: dict[str, Any] | None,
         operation_name: str | None,
         extensions: dict[str, Any] | None = None,
+        document_id: str | None = None,
     ):
-        self.query = query
+        self.query = query  # "" when the request names a persisted document instead
         self.variables = variables
         self.operation_name = operation_name
         self.extensions = extensions
+        self.document_id = document_id  # ``documentId`` / Relay's ``doc_id``
 
 
 def _request_error(message: str, **extensions: Any) -> AppError:
@@ -85,14 +87,20 @@ def _from_params(params: Mapping[str, Any]) -> GraphQLRequest:
     query = params.get("query")
     if query is not None and not isinstance(query, str):
         raise _request_error("query must be a string.", field="query")
-    if query is None or not query.strip():
-        raise _request_error("The request has no query.", field="query")
     variables = _json_object(params, "variables")
     extensions = _json_object(params, "extensions")
+    document_id = params.get("documentId", params.get("doc_id"))
+    if document_id is not None and (not isinstance(document_id, str) or not document_id):
+        raise _request_error("documentId must be a non-empty string.", field="documentId")
+    if query is None or not query.strip():
+        # A persisted document may be named instead (persisted.py); else there is nothing to run.
+        if document_id is None and (extensions is None or "persistedQuery" not in extensions):
+            raise _request_error("The request has no query.", field="query")
+        query = ""
     operation_name = params.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
         raise _request_error("operationName must be a string.", field="operationName")
-    return GraphQLRequest(query, variables, operation_name or None, extensions)
+    return GraphQLRequest(query, variables, operation_name or None, extensions, document_id)
 
 
 def _accepts_graphql_response(scope: Scope) -> bool:
@@ -205,10 +213,15 @@ class GraphQLHTTP:
             )
             if identity is None and not self.introspection:
                 raise AuthenticationError(None, "Authentication is required.")
-            prepared = documents.cached(request.query)
+            query = request.query
+            if self.admission.documents is not None or not query:  # persisted / trusted
+                query = await self.admission.document(
+                    query, request.extensions, request.document_id
+                )
+            prepared = documents.cached(query)
             if prepared is None:  # parsed and validated now: worth a span
                 with self._span("graphql.prepare"):
-                    prepared = documents.prepare(request.query)
+                    prepared = documents.prepare(query)
             operation = prepared.operation_type(request.operation_name)
             observation.operation_type = operation.value if operation is not None else "unknown"
             observation.operation_name = prepared.operation_name(request.operation_name)

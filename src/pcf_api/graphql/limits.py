@@ -11,12 +11,15 @@ Definitions:
 * Depth counts fields along the deepest path; fragments, spread or inline, add no level.
   ``{ note(id: "x") { id } }`` has depth 2. Introspection fields count like any other.
 * Aliases counts aliased fields, a fragment's once per spread.
-* Complexity sums over fields: ``notes`` and ``notesByAuthor`` cost ``limit x (1 + beneath)``,
-  ``searchNotes`` ``50 + limit x beneath``, ``note`` and ``content`` ``1 + beneath``, any other
-  field ``beneath`` (the cost of its own selections). ``limit`` is the literal, else the
-  request's variable, else the variable's declared default, else 10; null means 10 and a
-  negative limit 0. Fields count where they occur, so duplicates that execution would merge,
-  and fields under ``@skip``/``@include``, count in full: the estimate never undercounts.
+* Complexity sums over fields: ``notes`` and ``notesByAuthor`` cost ``size x (1 + beneath)``,
+  ``searchNotes`` ``50 + size x beneath``, ``note`` and ``content`` ``1 + beneath``, any other
+  field ``beneath`` (the cost of its own selections). A list's size is its ``limit``, ``first``
+  or ``last`` (the sum of those given, which the resolver refuses to combine; 10 when none is);
+  each is the literal, else the request's variable, else the variable's declared default, else
+  10. A value is read as Int coercion will read it: null, and anything coercion rejects (not
+  integral, outside 32 bits), means 10, and a negative size 0. Fields count where they occur,
+  so duplicates that execution would merge, and fields under ``@skip``/``@include``, count in
+  full: the estimate never undercounts.
 """
 
 from __future__ import annotations
@@ -42,19 +45,23 @@ from graphql import (
 from pcf_api.errors import AppError, ErrorCode, default_message
 
 MAX_DEPTH_CAP = 50
-_DEFAULT_LIMIT = 10  # the schema default of every ``limit`` argument
+_DEFAULT_LIMIT = 10  # the schema default of every ``limit``, and the size without one
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # GraphQL's Int
 
 
 @dataclass(frozen=True, slots=True)
 class _ListField:
     fixed: int  # charged once
     per_item: int  # charged per item, like everything selected beneath the field
+    sizes: tuple[str, ...] = ("limit",)  # the arguments that bound the number of items
 
 
-# Fields returning up to ``limit`` items: cost = fixed + limit x (per_item + cost beneath).
+_PAGED = ("limit", "first", "last")  # offset style, keyset forward, keyset backward
+
+# Fields returning up to ``size`` items: cost = fixed + size x (per_item + cost beneath).
 _LIST_FIELDS: Mapping[str, _ListField] = {
-    "notes": _ListField(fixed=0, per_item=1),
-    "notesByAuthor": _ListField(fixed=0, per_item=1),
+    "notes": _ListField(fixed=0, per_item=1, sizes=_PAGED),
+    "notesByAuthor": _ListField(fixed=0, per_item=1, sizes=_PAGED),
     "searchNotes": _ListField(fixed=50, per_item=0),
 }
 # Any other field: its cost here (0 when absent) + the cost beneath it.
@@ -101,13 +108,21 @@ class Complexity:
     def _limit(self, variables: Mapping[str, Any], name: str) -> int:
         if name not in variables:
             return self.fallbacks.get(name, _DEFAULT_LIMIT)
-        value = variables[name]
-        # null means the argument default; other non-integers fail Int coercion anyway.
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return _DEFAULT_LIMIT
-        if isinstance(value, float) and not value.is_integer():
-            return _DEFAULT_LIMIT
-        return max(int(value), 0)
+        return _coerced_size(variables[name])
+
+
+def _coerced_size(value: object) -> int:
+    """A size variable as GraphQL's Int coercion reads it. Null means the argument default;
+    a value coercion rejects (not an integer, an integral float aside, or outside 32 bits)
+    never executes, so it is charged the default too, and stays a small number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _DEFAULT_LIMIT
+    if isinstance(value, float) and not value.is_integer():
+        return _DEFAULT_LIMIT
+    number = int(value)
+    if not _INT_MIN <= number <= _INT_MAX:
+        return _DEFAULT_LIMIT
+    return max(number, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +318,7 @@ def _field(node: FieldNode, summaries: Mapping[str, _Summary]) -> _Summary:
         _add_constant(cost, _FIELD_COSTS.get(name, 0))
     else:
         _add_constant(cost, list_field.per_item)
-        cost = _scale(cost, _limit_argument(node))
+        cost = _scale_by_sizes(cost, _size_arguments(node, list_field.sizes))
         _add_constant(cost, list_field.fixed)
     return _Summary(
         depth=beneath.depth + 1,
@@ -328,16 +343,29 @@ def _scale(cost: _Polynomial, limit: int | str) -> _Polynomial:
     return scaled
 
 
-def _limit_argument(node: FieldNode) -> int | str:
-    """The field's ``limit``: a literal, or the name of the variable that supplies it."""
+def _scale_by_sizes(cost: _Polynomial, sizes: list[int | str]) -> _Polynomial:
+    """Multiply by the sum of the sizes given."""
+    scaled: _Polynomial = {}
+    for size in sizes:
+        for monomial, coefficient in _scale(cost, size).items():
+            scaled[monomial] = scaled.get(monomial, 0) + coefficient
+    return scaled
+
+
+def _size_arguments(node: FieldNode, names: tuple[str, ...]) -> list[int | str]:
+    """The field's size arguments among ``names``: literals, or the names of the variables
+    that supply them; the default size when none is given."""
     arguments = {argument.name.value: argument.value for argument in node.arguments or ()}
-    value = arguments.get("limit")
-    if isinstance(value, VariableNode):
-        return value.name.value
-    return _literal_limit(value)
+    sizes: list[int | str] = []
+    for name in names:
+        if name not in arguments:
+            continue
+        value = arguments[name]
+        sizes.append(value.name.value if isinstance(value, VariableNode) else _literal_limit(value))
+    return sizes or [_DEFAULT_LIMIT]
 
 
 def _literal_limit(value: object) -> int:
-    """An Int literal, clamped at 0; absent or null means the default (as does any other
-    literal, which validation rejects)."""
-    return max(int(value.value), 0) if isinstance(value, IntValueNode) else _DEFAULT_LIMIT
+    """An Int literal read as coercion reads it (see ``_coerced_size``); absent or null means
+    the default (as does any other literal, which validation rejects)."""
+    return _coerced_size(int(value.value)) if isinstance(value, IntValueNode) else _DEFAULT_LIMIT

@@ -12,6 +12,7 @@ from graphql import GraphQLResolveInfo, GraphQLSchema
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pcf_api.graphql.context import Services
+from pcf_api.graphql.persisted import DocumentPolicy
 from pcf_api.observability.metrics import Metrics
 from pcf_api.observability.tracing import Tracing, recording, statement_kind
 from pcf_api.ratelimit import Budget
@@ -60,6 +61,35 @@ def service_metrics(services: Services) -> Iterable[Metric]:
     for budget in Budget:
         rejections.add_metric([budget.value], services.rate_limiter.rejections[budget])
     yield rejections
+
+
+def persisted_metrics(policy: DocumentPolicy) -> Iterable[Metric]:
+    """Persisted queries (APQ) and trusted documents, as counted by the document policy."""
+    persisted = CounterMetricFamily(
+        "graphql_persisted_queries",
+        "Automatic persisted queries, by outcome: hit (hash known), miss (answered "
+        "PERSISTED_QUERY_NOT_FOUND), registered (hash and document stored).",
+        labels=["outcome"],
+    )
+    persisted.add_metric(["hit"], policy.hits)
+    persisted.add_metric(["miss"], policy.misses)
+    persisted.add_metric(["registered"], policy.registrations)
+    yield persisted
+    trusted = CounterMetricFamily(
+        "graphql_trusted_documents",
+        "Trusted documents, by outcome: hit (named or sent, in the manifest), refused "
+        "(DOCUMENT_NOT_TRUSTED).",
+        labels=["outcome"],
+    )
+    trusted.add_metric(["hit"], policy.trusted_hits)
+    trusted.add_metric(["refused"], policy.refusals)
+    yield trusted
+    if policy.store is not None:
+        yield _gauge(
+            "graphql_persisted_queries_store_bytes",
+            "Bytes of document text in this instance's persisted-query store.",
+            policy.store.size_bytes,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLObjectType, GraphQLSchema
 from strawberry.types import Info
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from pcf_api import __version__
 from pcf_api.auth.policy import NOTE, Action, Resource, Role
@@ -21,10 +21,12 @@ from pcf_api.compat.strawberry import graphql_core_schema, plain_attribute
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql import validation
 from pcf_api.graphql.authz import (
+    Listing,
     filters_in_store,
     is_authorized,
     may_read,
     readable_page,
+    readable_window,
     readable_search,
     require,
     subject_of,
@@ -43,22 +45,25 @@ from pcf_api.graphql.types import (
 from pcf_api.observability.logging import get_logger
 from pcf_api.ratelimit import Budget
 from pcf_api.store.models import EventKind, Note, NoteEvent, new_note_id
-from pcf_api.store.notes import NotePage
+from pcf_api.store.notes import Key, NotePage
 
 log = get_logger(__name__)
 
 Ctx = Info[GraphQLContext, None]
 
 
-def _cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{position}".encode()).decode()
+def _cursor(note: Note) -> str:
+    """Every edge's cursor, in both pagination styles: the note's place in the list."""
+    return validation.encode_cursor(Key.of(note))
+
+
+def _edges(notes: list[Note]) -> list[NoteEdge]:
+    return [NoteEdge(node=note, cursor=_cursor(note)) for note in notes]  # type: ignore[arg-type]
 
 
 def _connection(page: NotePage, offset: int) -> NotesConnection:
-    edges = [
-        NoteEdge(node=note, cursor=_cursor(offset + index))  # type: ignore[arg-type]
-        for index, note in enumerate(page.notes)
-    ]
+    """An offset page (``limit``/``offset``)."""
+    edges = _edges(page.notes)
     return NotesConnection(
         edges=edges,
         page_info=PageInfo(
@@ -69,6 +74,91 @@ def _connection(page: NotePage, offset: int) -> NotesConnection:
         ),
         total_count=page.total,
     )
+
+
+def _keyset_connection(listing: Listing, *, backward: bool) -> NotesConnection:
+    """A keyset page (``first``/``after``, ``last``/``before``)."""
+    edges = _edges(listing.notes)
+    start = edges[0].cursor if edges else None
+    end = edges[-1].cursor if edges else None
+    if listing.resume is not None:  # a SpiceDB scan cut short: continue where it stopped
+        resume = validation.encode_cursor(listing.resume)
+        start, end = (resume, end) if backward else (start, resume)
+    return NotesConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=listing.has_next,
+            has_previous_page=listing.has_previous,
+            start_cursor=start,
+            end_cursor=end,
+        ),
+        # Computed only when the query selects it (``_keyset_page``); unread otherwise.
+        total_count=listing.total if listing.total is not None else 0,
+    )
+
+
+_OFFSET_STYLE = ("limit", "offset")
+
+
+def _given(info: Ctx) -> tuple[set[str], list[SelectedField]]:
+    """The arguments the document gives the field, and its selections (all occurrences)."""
+    fields = [field for field in info.selected_fields if isinstance(field, SelectedField)]
+    return {name for field in fields for name in field.arguments}, fields
+
+
+def _selects(selections: list[Selection], name: str) -> bool:
+    for selection in selections:
+        if isinstance(selection, SelectedField) and selection.name == name:
+            return True
+        if isinstance(selection, FragmentSpread | InlineFragment) and _selects(
+            selection.selections, name
+        ):
+            return True
+    return False
+
+
+async def _keyset_page(
+    info: Ctx,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    author: str | None = None,
+) -> NotesConnection:
+    """Validate a keyset request and read it; the total only when the query selects it."""
+    given, fields = _given(info)
+    mixed = [name for name in _OFFSET_STYLE if name in given]
+    if mixed:
+        raise validation.invalid(
+            mixed[0],
+            "pagination_style",
+            "limit/offset and first/after/last/before cannot be mixed: use one style",
+        )
+    if first is not None and last is not None:
+        raise validation.invalid("last", "exclusive", "give first or last, not both")
+    if first is not None:
+        validation.count(first, "first")
+    if last is not None:
+        validation.count(last, "last")
+    after_key = validation.cursor(after, "after") if after is not None else None
+    before_key = validation.cursor(before, "before") if before is not None else None
+    backward = last is not None
+    count = last if last is not None else first if first is not None else validation.LIMIT_DEFAULT
+    listing = await readable_window(
+        info.context,
+        count=count,
+        after=after_key,
+        before=before_key,
+        backward=backward,
+        author=author,
+        total=any(_selects(field.selections, "totalCount") for field in fields),
+    )
+    return _keyset_connection(listing, backward=backward)
+
+
+def _keyset(first: int | None, after: str | None, last: int | None, before: str | None) -> bool:
+    return first is not None or after is not None or last is not None or before is not None
 
 
 async def _publish(context: GraphQLContext, event: NoteEvent) -> None:
@@ -108,7 +198,18 @@ class Query:
         return note  # type: ignore[return-value]
 
     @strawberry.field
-    async def notes(self, info: Ctx, limit: int = 10, offset: int = 0) -> NotesConnection:
+    async def notes(
+        self,
+        info: Ctx,
+        limit: int = 10,
+        offset: int = 0,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> NotesConnection:
+        if _keyset(first, after, last, before):
+            return await _keyset_page(info, first=first, after=after, last=last, before=before)
         validation.limit(limit)
         validation.offset(offset)
         page = await readable_page(info.context, limit=limit, offset=offset)
@@ -116,9 +217,21 @@ class Query:
 
     @strawberry.field
     async def notes_by_author(
-        self, info: Ctx, author: str, limit: int = 10, offset: int = 0
+        self,
+        info: Ctx,
+        author: str,
+        limit: int = 10,
+        offset: int = 0,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> NotesConnection:
         validation.author(author)
+        if _keyset(first, after, last, before):
+            return await _keyset_page(
+                info, first=first, after=after, last=last, before=before, author=author
+            )
         validation.limit(limit)
         validation.offset(offset)
         page = await readable_page(info.context, limit=limit, offset=offset, author=author)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
 from pcf_api.errors import AppError, ErrorCode
+from pcf_api.store.models import NOTE_ID_PREFIX
+from pcf_api.store.notes import Key
 
 NOTE_ID = re.compile(r"^[a-z_]+:[a-zA-Z0-9_-]+$")
 # A user id as identity providers issue them: "alice", "auth0|5f1c…", "alice@example.com",
@@ -16,8 +21,18 @@ TITLE_MAX = 200
 CONTENT_MAX = 10_000
 AUTHOR_MAX = 100
 LIMIT_MAX = 100
+LIMIT_DEFAULT = 10  # a page's size when neither limit, first nor last is given
 OFFSET_MAX = 10_000
 SEARCH_MAX = 200
+CURSOR_MAX = 128
+
+# A cursor is base64url (unpadded) of this prefix, the note's creation time in microseconds
+# since the epoch and its id: "pcf1:<micros>:notes:<ulid>". The prefix versions the format, so
+# a later one can be told apart (and this one refused) should the list order ever change.
+CURSOR_PREFIX = "pcf1:"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MICROS_MAX = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // _MICROSECOND
 
 
 def invalid(field: str, constraint: str, message: str) -> AppError:
@@ -70,6 +85,45 @@ def offset(value: int) -> int:
     if not 0 <= value <= OFFSET_MAX:
         raise invalid("offset", "range", f"offset must be between 0 and {OFFSET_MAX}")
     return value
+
+
+def count(value: int, field: str) -> int:
+    """``first`` or ``last``: bounded like ``limit``; 0 is allowed (pageInfo and totalCount
+    only), as the Relay connection spec allows it."""
+    if not 0 <= value <= LIMIT_MAX:
+        raise invalid(field, "range", f"{field} must be between 0 and {LIMIT_MAX}")
+    return value
+
+
+def encode_cursor(key: Key) -> str:
+    raw = f"{CURSOR_PREFIX}{(key.created_at - _EPOCH) // _MICROSECOND}:{key.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor(value: str, field: str) -> Key:
+    """The key an ``after`` or ``before`` cursor stands for. Anything this service did not hand
+    out as a note cursor (garbage, an old ``offset:`` cursor, another type's) is INVALID_INPUT
+    naming the field; only the canonical spelling of a cursor is accepted."""
+    key = _decode_cursor(value) if len(value) <= CURSOR_MAX else None
+    if key is None or encode_cursor(key) != value:
+        raise invalid(field, "cursor", f"{field} is not a cursor of this list")
+    return key
+
+
+def _decode_cursor(value: str) -> Key | None:
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not raw.startswith(CURSOR_PREFIX):
+        return None
+    micros, _, note = raw.removeprefix(CURSOR_PREFIX).partition(":")
+    if not (micros.isdigit() and len(micros) <= 16 and int(micros) <= _MICROS_MAX):
+        return None
+    if not note.startswith(NOTE_ID_PREFIX) or len(note) > 64 or not NOTE_ID.match(note):
+        return None
+    return Key(_EPOCH + int(micros) * _MICROSECOND, note)
 
 
 def search_query(value: str) -> str:

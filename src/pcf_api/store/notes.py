@@ -5,11 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any
+from functools import cache, partial
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, exists, func, insert, or_, select, update
-from sqlalchemy.sql import Select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    String,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 from pcf_api.store.database import Database
 from pcf_api.store.models import Note, new_note_id
@@ -29,21 +42,23 @@ _COLUMNS = (
 _NEWEST_FIRST = (notes.c.created_at.desc(), notes.c.id.desc())
 
 
-def _readable_by_reader() -> Any:
+def _readable_by_reader(table: FromClause = notes) -> Any:
     """The note has a relationship with the reader. Every relation grants read (owner, writer,
     reader: see ``pcf_api.auth.policy``), so any row will do; it is one lookup in the primary
     key of ``note_relationships``."""
     return exists().where(
-        note_relationships.c.note_id == notes.c.id,
+        note_relationships.c.note_id == table.c.id,
         note_relationships.c.subject == bindparam("reader"),
     )
 
 
-def _filtered(statement: Select[Any], *, by_author: bool, by_reader: bool) -> Select[Any]:
+def _filtered(
+    statement: Select[Any], *, by_author: bool, by_reader: bool, table: FromClause = notes
+) -> Select[Any]:
     if by_author:
-        statement = statement.where(notes.c.author == bindparam("author"))
+        statement = statement.where(table.c.author == bindparam("author"))
     if by_reader:
-        statement = statement.where(_readable_by_reader())
+        statement = statement.where(_readable_by_reader(table))
     return statement
 
 
@@ -83,6 +98,92 @@ _PAGES = {
 _COUNTS = {
     variant: _count_statement(by_author=variant[0], by_reader=variant[1]) for variant in _VARIANTS
 }
+
+
+class Key(NamedTuple):
+    """A note's place in every list: newest first by creation time, the id breaking ties (ids
+    are time-ordered too, but only to the millisecond). Keyset pages continue from one."""
+
+    created_at: datetime
+    id: str
+
+    @classmethod
+    def of(cls, note: Note) -> Key:
+        return cls(note.created_at, note.id)
+
+
+class _Window(NamedTuple):
+    """Which keyset statement: the filters, the bounds given, the direction, the total."""
+
+    by_author: bool
+    by_reader: bool
+    after: bool
+    before: bool
+    backward: bool
+    total: bool
+
+
+_AFTER = tuple_(
+    bindparam("after_at", type_=DateTime(timezone=True)), bindparam("after_id", type_=String)
+)
+_BEFORE = tuple_(
+    bindparam("before_at", type_=DateTime(timezone=True)), bindparam("before_id", type_=String)
+)
+
+
+def _key(table: FromClause) -> ColumnElement[Any]:
+    return tuple_(table.c.created_at, table.c.id)
+
+
+def _beyond(variant: _Window, *, above: bool) -> ColumnElement[Any]:
+    """Whether a matching note lies at or past a bound: at or newer than ``after``
+    (``above``), at or older than ``before``. One index probe."""
+    beyond = notes.alias("beyond")
+    condition = _key(beyond) >= _AFTER if above else _key(beyond) <= _BEFORE
+    probe = _filtered(
+        select(beyond.c.id).where(condition),
+        by_author=variant.by_author,
+        by_reader=variant.by_reader,
+        table=beyond,
+    )
+    return probe.exists().label("above" if above else "below")
+
+
+def _extras(variant: _Window) -> list[ColumnElement[Any]]:
+    """The answers riding on every row of a window: the bounds' neighbours, the total."""
+    columns = []
+    if variant.after:
+        columns.append(_beyond(variant, above=True))
+    if variant.before:
+        columns.append(_beyond(variant, above=False))
+    if variant.total:
+        count = _count_statement(by_author=variant.by_author, by_reader=variant.by_reader)
+        columns.append(count.scalar_subquery().label("total"))
+    return columns
+
+
+@cache
+def _window_statement(variant: _Window) -> Select[Any]:
+    """Up to ``limit`` notes past ``after`` and before ``before`` from the newest (or, going
+    backward, the oldest) end: a range scan of the (created_at, id) index, wherever the window
+    starts. Built once per variant, so SQLAlchemy reuses its compiled form."""
+    page = _filtered(select(*_COLUMNS), by_author=variant.by_author, by_reader=variant.by_reader)
+    if variant.after:
+        page = page.where(_key(notes) < _AFTER)
+    if variant.before:
+        page = page.where(_key(notes) > _BEFORE)
+    order = (
+        (notes.c.created_at.asc(), notes.c.id.asc()) if variant.backward else _NEWEST_FIRST
+    )
+    return page.add_columns(*_extras(variant)).order_by(*order).limit(bindparam("limit"))
+
+
+@cache
+def _extras_statement(variant: _Window) -> Select[Any]:
+    """The extras alone, for a window without rows to carry them."""
+    return select(*_extras(variant))
+
+
 _BY_ID = select(*_COLUMNS).where(notes.c.id == bindparam("id"))
 _BY_IDS = select(*_COLUMNS).where(notes.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -91,6 +192,21 @@ _BY_IDS = select(*_COLUMNS).where(notes.c.id.in_(bindparam("ids", expanding=True
 class NotePage:
     notes: list[Note]
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoteWindow:
+    """A keyset page, newest first, and what lies around it."""
+
+    notes: list[Note]
+    more: bool
+    """More matching notes past the page in the direction it was read."""
+    above: bool
+    """A matching note at or newer than ``after`` (False without ``after``)."""
+    below: bool
+    """A matching note at or older than ``before`` (False without ``before``)."""
+    total: int | None
+    """How many notes match in all, when asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +264,40 @@ class NoteStore:
             parameters["reader"] = reader
         variant = (author is not None, reader is not None)
         return await self.database.read(partial(_page, variant, parameters))
+
+    async def window(
+        self,
+        *,
+        count: int,
+        after: Key | None = None,
+        before: Key | None = None,
+        backward: bool = False,
+        author: str | None = None,
+        reader: str | None = None,
+        total: bool = False,
+    ) -> NoteWindow:
+        """Up to ``count`` notes older than ``after`` and newer than ``before``: the newest of
+        them, or with ``backward`` the oldest; in one round trip (two when the window is empty
+        and something beyond it is asked). Never an OFFSET: a page deep in the list costs what
+        the first one costs, and notes created or deleted meanwhile shift nothing."""
+        variant = _Window(
+            by_author=author is not None,
+            by_reader=reader is not None,
+            after=after is not None,
+            before=before is not None,
+            backward=backward,
+            total=total,
+        )
+        parameters: dict[str, Any] = {"limit": count + 1}
+        if author is not None:
+            parameters["author"] = author
+        if reader is not None:
+            parameters["reader"] = reader
+        if after is not None:
+            parameters["after_at"], parameters["after_id"] = after
+        if before is not None:
+            parameters["before_at"], parameters["before_id"] = before
+        return await self.database.read(partial(_window, variant, count, parameters))
 
     async def search(self, text: str, *, limit: int, reader: str | None = None) -> list[Note]:
         """Case-insensitive substring match over title and content, newest first; with
@@ -220,6 +370,25 @@ def _page(
         return NotePage([], 0)
     # Past the end the count has no row to ride on: ask separately.
     return NotePage([], int(connection.execute(_COUNTS[variant], parameters).scalar_one()))
+
+
+def _window(
+    variant: _Window, count: int, parameters: dict[str, Any], connection: Connection
+) -> NoteWindow:
+    rows = connection.execute(_window_statement(variant), parameters).all()
+    found = [_note(row) for row in rows[:count]]
+    if variant.backward:
+        found.reverse()
+    carrier: Any = rows[0] if rows else None
+    if carrier is None and (variant.after or variant.before or variant.total):
+        carrier = connection.execute(_extras_statement(variant), parameters).one()
+    return NoteWindow(
+        notes=found,
+        more=len(rows) > count,
+        above=bool(variant.after and carrier.above),
+        below=bool(variant.before and carrier.below),
+        total=int(carrier.total) if variant.total else None,
+    )
 
 
 def _notes(query: Select[Any], parameters: dict[str, Any], connection: Connection) -> list[Note]:

@@ -2,7 +2,8 @@
 
 - Reads of notes by id fall back to a bounded cache of recently read notes; the caller learns
   that the answer came from the cache, so the response can say so.
-- Lists and searches cannot be answered from a partial cache: they fail as DATABASE_ERROR.
+- Lists (offset and keyset pages) and searches cannot be answered from a partial cache: they
+  fail as DATABASE_ERROR.
 - Writes wait for the database in the WriteGate (bounded in count and time) and are
   acknowledged only after they commit. A create that is retried after an ambiguous failure
   reuses its id, so it cannot be applied twice.
@@ -23,7 +24,7 @@ from pcf_api.errors import AppError, ErrorCode, StoreConflict, reason_of
 from pcf_api.resilience import Availability, WriteGate
 from pcf_api.store.database import Database, is_unavailable
 from pcf_api.store.models import Note, new_note_id
-from pcf_api.store.notes import Deletion, NotePage, NoteStore
+from pcf_api.store.notes import Deletion, Key, NotePage, NoteStore, NoteWindow
 
 # structlog's own logger: the store does not depend on pcf_api.observability, which configures it.
 log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
@@ -106,6 +107,31 @@ class ResilientNoteStore:
         )
         self._remember(page.notes)
         return page
+
+    async def window(
+        self,
+        *,
+        count: int,
+        after: Key | None = None,
+        before: Key | None = None,
+        backward: bool = False,
+        author: str | None = None,
+        reader: str | None = None,
+        total: bool = False,
+    ) -> NoteWindow:
+        window = await self._read(
+            lambda: self.store.window(
+                count=count,
+                after=after,
+                before=before,
+                backward=backward,
+                author=author,
+                reader=reader,
+                total=total,
+            )
+        )
+        self._remember(window.notes)
+        return window
 
     async def search(self, text: str, *, limit: int, reader: str | None = None) -> list[Note]:
         notes = await self._read(lambda: self.store.search(text, limit=limit, reader=reader))

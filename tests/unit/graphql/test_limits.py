@@ -58,8 +58,10 @@ SCHEMA = build_schema(
     input UpdateNoteInput { title: String, content: String }
     type Query {
       note(id: ID!): Note
-      notes(limit: Int = 10, offset: Int = 0): NotesConnection!
-      notesByAuthor(author: String!, limit: Int = 10, offset: Int = 0): NotesConnection!
+      notes(limit: Int = 10, offset: Int = 0, first: Int, after: String, last: Int,
+            before: String): NotesConnection!
+      notesByAuthor(author: String!, limit: Int = 10, offset: Int = 0, first: Int,
+                    after: String, last: Int, before: String): NotesConnection!
       searchNotes(query: String!, limit: Int = 10): [Note!]!
       health: HealthStatus!
     }
@@ -253,6 +255,59 @@ def test_complexity_1000_passes_and_1001_fails() -> None:
 
 
 LIMIT_VARIABLE = valid("query Page($n: Int) { notes(limit: $n) { edges { node { content } } } }")
+
+
+@pytest.mark.parametrize(
+    ("query", "cost"),
+    [
+        ("{ notes(first: 30) { edges { node { content } } } }", 60),
+        ('{ notes(last: 7, before: "x") { edges { node { content } } } }', 14),
+        ('{ notesByAuthor(author: "a", first: 3) { totalCount } }', 3),
+        ('{ notes(after: "x") { edges { node { content } } } }', 20),  # no size: 10
+        ("{ notes(first: -4) { totalCount } }", 0),
+        # Combinations the resolver refuses are charged every size given.
+        ("{ notes(first: 30, last: 20) { edges { node { content } } } }", 100),
+        ("{ notes(limit: 5, first: 30) { totalCount } }", 35),
+        # searchNotes has no cursor arguments; only limit sizes it.
+        ('{ searchNotes(query: "q", limit: 4) { content } }', 54),
+    ],
+)
+def test_first_and_last_size_a_page_like_limit(query: str, cost: int) -> None:
+    assert run(query) == cost
+
+
+KEYSET_VARIABLES = valid(
+    "query Page($f: Int, $l: Int = 3) {"
+    " a: notes(first: $f) { edges { node { content } } }"
+    " b: notes(last: $l) { totalCount } }"
+)
+
+
+@pytest.mark.parametrize(
+    ("variables", "cost"),
+    [
+        ({"f": 100}, 203),
+        ({"f": 2, "l": 40}, 44),
+        ({}, 23),  # $f absent: 10; $l: its declared default
+        ({"f": None, "l": None}, 30),
+        # What Int coercion rejects is charged the default: the request will not execute, and
+        # no size from the request can make the cost a huge number.
+        ({"f": 1e20}, 23),
+        ({"f": 2**63}, 23),
+        ({"f": 2**31}, 23),
+        ({"f": "5"}, 23),
+    ],
+)
+def test_first_and_last_variables_are_read_as_coerced(
+    variables: dict[str, Any], cost: int
+) -> None:
+    assert run(KEYSET_VARIABLES, variables) == cost
+
+
+def test_a_huge_first_is_too_complex_with_a_number_that_encodes() -> None:
+    error = rejected(KEYSET_VARIABLES, variables={"f": 2**31 - 1})
+    assert error.code is ErrorCode.QUERY_TOO_COMPLEX
+    assert error.extensions == {"maximum": 1000, "actual": 2 * (2**31 - 1) + 3}
 
 
 @pytest.mark.parametrize(
@@ -574,7 +629,8 @@ def expand(
             if isinstance(limit, VariableNode):
                 items = limit_of[limit.name.value]
             else:
-                items = max(int(limit.value), 0) if isinstance(limit, IntValueNode) else 10
+                literal = int(limit.value) if isinstance(limit, IntValueNode) else 10
+                items = max(literal, 0) if -(2**31) <= literal < 2**31 else 10
             if name in {"notes", "notesByAuthor"}:
                 own = items * (1 + below[2])
             elif name == "searchNotes":
@@ -596,9 +652,9 @@ def request_limit(variables: Mapping[str, Any], name: str, default: int) -> int:
         return default
     value = variables[name]
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and math.isfinite(value) and value == int(value):
+    if number and math.isfinite(value) and value == int(value) and -(2**31) <= value < 2**31:
         return max(int(value), 0)
-    return 10
+    return 10  # what Int coercion rejects never runs: charged the default
 
 
 @settings(deadline=None, max_examples=300)
