@@ -26,6 +26,8 @@ Needs valgrind (``apt-get install valgrind``); PostgreSQL as for ``bench/graphql
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -81,7 +83,8 @@ class Variant:
 
 def variant(label: str, otlp_endpoint: str) -> Variant:
     """``baseline``, ``pcf-api`` (as it runs by default: metrics on, tracing off),
-    ``no-metrics`` (metrics and tracing off) or ``tracing-<ratio>`` (metrics on, tracing at that
+    ``no-metrics`` (metrics and tracing off), ``trusted`` (only the documents of a generated
+    trusted-documents manifest) or ``tracing-<ratio>`` (metrics on, tracing at that
     sample ratio, exporting to a local OTLP sink). ``NAME@CHECKOUT`` is variant NAME running the
     source of another checkout (e.g. a ``git worktree`` of an older commit), to compare two
     versions of the code in the same run."""
@@ -98,6 +101,8 @@ def variant(label: str, otlp_endpoint: str) -> Variant:
         return Variant(label, {})
     if label == "no-metrics":
         return Variant(label, {"PCF_METRICS__ENABLED": "false"})
+    if label == "trusted":
+        return Variant(label, trusted_documents_env())
     ratio = label.removeprefix("tracing-")
     try:
         valid = label.startswith("tracing-") and 0 <= float(ratio) <= 1
@@ -111,6 +116,19 @@ def variant(label: str, otlp_endpoint: str) -> Variant:
         "PCF_TRACING__SAMPLE_RATIO": ratio,
     }
     return Variant(label, env)
+
+
+def trusted_documents_env() -> dict[str, str]:
+    """Only trusted documents, from a generated manifest of the two measured queries (the
+    document policy's most expensive configuration on the plain-text path)."""
+    directory = Path(tempfile.mkdtemp(prefix="pcf-bench-trusted-"))
+    manifest = directory / "persisted-documents.json"
+    documents = {hashlib.sha256(q.encode()).hexdigest(): q for q in (NOTES_QUERY, NOTE_QUERY)}
+    manifest.write_text(json.dumps(documents))
+    return {
+        "PCF_GRAPHQL__TRUSTED_DOCUMENTS": str(manifest),
+        "PCF_GRAPHQL__ONLY_TRUSTED_DOCUMENTS": "true",
+    }
 
 
 def payloads(database: Any) -> dict[str, dict[str, Any]]:
@@ -247,7 +265,7 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         default="baseline,pcf-api,no-metrics,tracing-0.1,tracing-1.0",
-        help="servers, comma-separated: baseline, pcf-api, no-metrics, tracing-<ratio>",
+        help="servers, comma-separated: baseline, pcf-api, no-metrics, trusted, tracing-<ratio>",
     )
     args = parser.parse_args()
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]

@@ -14,6 +14,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -36,6 +37,19 @@ from pcf_api.observability.metrics import METRICS_PATH, Metrics
 from pcf_api.observability.tracing import Tracing
 
 _NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+
+CORS_METHODS = ("GET", "POST", "OPTIONS")
+CORS_REQUEST_HEADERS = (
+    "authorization",
+    "content-type",
+    "accept",
+    "traceparent",
+    "tracestate",
+    # Apollo Client's client awareness (``name``/``version`` options) sends these.
+    "apollographql-client-name",
+    "apollographql-client-version",
+)
+CORS_EXPOSED_HEADERS = ("X-Trace-Id", "X-Query-Complexity", "Retry-After")
 
 
 async def liveness(_: Request) -> Response:
@@ -130,6 +144,35 @@ class GraphQLEndpoints:
     sdl: Callable[[Request], Awaitable[Response]] | None
 
 
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """Starlette's CORS middleware, when some browser origin is allowed (none by default outside
+    development, and then it costs nothing per request).
+
+    It sits inside the request context (a preflight still gets a trace id, an access line and
+    metrics) and outside the error boundary, so 401, 429 and 503 answers carry the CORS headers
+    a browser needs to let the app read them. A preflight is answered here, before admission:
+    it needs no identity and spends no rate budget.
+    """
+    cors = settings.cors
+    if not cors.allow_origins and cors.allow_origin_regex is None:
+        return []
+    headers = list(CORS_REQUEST_HEADERS)
+    if settings.auth.demo_user:  # the development identity header
+        headers.append("x-demo-user")
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=cors.allow_origins,
+            allow_origin_regex=cors.allow_origin_regex,
+            allow_credentials=cors.allow_credentials,
+            allow_methods=CORS_METHODS,
+            allow_headers=headers,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=cors.max_age,
+        )
+    ]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -149,6 +192,7 @@ def create_app(
             metrics=metrics if metrics_settings.enabled else None,
             tracing=tracing,
         ),
+        *cors_middleware(settings),
         Middleware(ErrorBoundaryMiddleware),
         Middleware(
             RequestTimeoutMiddleware, timeout_seconds=settings.server.request_timeout_seconds

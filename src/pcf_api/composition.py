@@ -303,7 +303,14 @@ def build_notes(
         admission=admission,
         schema=schema,
         http=http,
-        subscriptions=SubscriptionsApp(schema, admission=admission, services=services),
+        subscriptions=SubscriptionsApp(
+            schema,
+            admission=admission,
+            services=services,
+            connection_init_timeout=settings.subscriptions.connection_init_timeout,
+            allow_origins=settings.cors.allow_origins,
+            allow_origin_regex=settings.cors.allow_origin_regex,
+        ),
     )
 
 

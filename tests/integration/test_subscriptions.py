@@ -22,15 +22,20 @@ pytestmark = pytest.mark.anyio
 CREATE = "mutation($i: CreateNoteInput!) { createNote(input: $i) { id } }"
 
 
-def _mutate(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}})
+def _mutate(
+    url: str, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(
+        f"{url}/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
     body = response.json()
     assert "errors" not in body, body
     return body["data"]  # type: ignore[no-any-return]
 
 
-def _create(url: str, title: str) -> str:
-    data = _mutate(url, CREATE, {"i": {"title": title, "content": "c", "author": "alice"}})
+def _create(url: str, title: str, token: str | None = None) -> str:
+    data = _mutate(url, CREATE, {"i": {"title": title, "content": "c", "author": "alice"}}, token)
     return str(data["createNote"]["id"])
 
 
@@ -237,23 +242,14 @@ async def test_subscribers_see_only_changes_to_notes_they_may_read(
             await sam.receive(within=0.5)
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [{"Authorization": "Bearer not.a.token"}, {}],
-    ids=["bad-token", "no-credentials"],
-)
-async def test_a_websocket_without_a_valid_identity_is_refused_at_the_handshake(
-    server_factory: ServerFactory, tmp_path: Path, headers: dict[str, str]
+async def test_a_bad_authorization_header_is_refused_at_the_handshake(
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
-    env = {
-        **DEV_JSON,
-        "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
-        "PCF_AUTH__DEMO_USER": "",  # tokens only, as in production
-    }
-    server = server_factory(env)
-    server.wait_until_ready()
+    server = _token_server(server_factory, tmp_path)
     with pytest.raises(websockets.InvalidStatus) as refused:
-        async with SubscriptionClient(_ws_url(server), headers=headers):
+        async with SubscriptionClient(
+            _ws_url(server), headers={"Authorization": "Bearer not.a.token"}, init=False
+        ):
             pass
     assert refused.value.response.status_code == 403
     assert server.process.poll() is None
@@ -302,3 +298,277 @@ async def test_a_subscription_ends_when_its_token_expires(
     payload = message["payload"]
     errors = payload if message["type"] == "error" else payload["errors"]
     assert errors[0]["extensions"]["code"] == "UNAUTHORIZED"
+
+
+# --- Authentication in connection_init (browsers cannot set headers on the upgrade) -----------
+
+SECRET = "subscription-test-hs256-Secret-0123456789"
+NOTE_CREATED = "subscription { noteCreated { id title } }"
+
+
+def _token(subject: str = "alice", lifetime: float = 300) -> str:
+    return jwt.encode({"sub": subject, "exp": int(time.time() + lifetime)}, SECRET, "HS256")
+
+
+def _token_server(server_factory: ServerFactory, tmp_path: Path, **env: str) -> Any:
+    """Tokens only, as in production: no demo user, an HS256 key."""
+    server = server_factory(
+        {
+            **DEV_JSON,
+            "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
+            "PCF_AUTH__DEMO_USER": "",
+            "PCF_AUTH__HS256_SECRET": SECRET,
+            **env,
+        }
+    )
+    server.wait_until_ready()
+    return server
+
+
+async def _sees_a_create(client: SubscriptionClient, server: Any, token: str) -> None:
+    await client.subscribe("1", NOTE_CREATED)
+    await _settle()
+    note_id = await asyncio.to_thread(_create, server.url, "seen", token)
+    assert await client.next_data() == ("1", {"noteCreated": {"id": note_id, "title": "seen"}})
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda t: {"Authorization": f"Bearer {t}"},
+        lambda t: {"authorization": f"Bearer {t}"},
+        lambda t: {"Authorization": t},
+        lambda t: {"authorization": t},
+        lambda t: {"authToken": t},
+        lambda t: {"headers": {"Authorization": f"Bearer {t}"}},
+        lambda t: {"headers": {"authorization": t}},
+    ],
+    ids=[
+        "Authorization-bearer",
+        "authorization-bearer",
+        "Authorization-bare",
+        "authorization-bare",
+        "authToken",
+        "headers.Authorization",
+        "headers.authorization",
+    ],
+)
+async def test_a_token_in_connection_init_authenticates_the_socket(
+    server_factory: ServerFactory, tmp_path: Path, shape: Any
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    token = _token("alice")
+    async with SubscriptionClient(_ws_url(server), init_payload=shape(token)) as client:
+        await _sees_a_create(client, server, token)
+
+
+async def test_the_payload_identity_is_the_socket_caller_for_authorization(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """alice's note reaches alice's socket, not bob's: each socket acts as its payload's token."""
+    server = _token_server(server_factory, tmp_path)
+    alice, bob = _token("alice"), _token("bob")
+    async with (
+        SubscriptionClient(_ws_url(server), init_payload={"authToken": alice}) as as_alice,
+        SubscriptionClient(_ws_url(server), init_payload={"authToken": bob}) as as_bob,
+    ):
+        await as_bob.subscribe("1", NOTE_CREATED)
+        await _sees_a_create(as_alice, server, alice)
+        with pytest.raises(TimeoutError):
+            await as_bob.receive(within=1.0)
+
+
+async def test_legacy_graphql_ws_authenticates_with_a_payload_token(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    token = _token("alice")
+    async with SubscriptionClient(
+        _ws_url(server), LEGACY_WS, init_payload={"authToken": token}
+    ) as client:
+        await _sees_a_create(client, server, token)
+
+
+async def test_the_upgrade_header_still_authenticates_the_socket(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    token = _token("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with SubscriptionClient(_ws_url(server), headers=headers) as client:
+        await _sees_a_create(client, server, token)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"authToken": ""},
+        {"authToken": "not.a.token"},
+        {"Authorization": "Basic YWxpY2U6cw=="},
+        {"authToken": 42},
+        {"authToken": jwt.encode({"sub": "alice", "exp": 1}, SECRET, "HS256")},
+        {"authToken": jwt.encode({"sub": "alice", "exp": 2**31}, "another-secret-0123456789")},
+    ],
+    ids=["no-token", "empty", "malformed", "not-bearer", "not-a-string", "expired", "forged"],
+)
+async def test_connection_init_without_a_valid_token_closes_with_4403(
+    server_factory: ServerFactory, tmp_path: Path, payload: dict[str, Any]
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    async with SubscriptionClient(_ws_url(server), init=False) as client:
+        await client.connection_init(payload)
+        code, messages = await client.closed()
+    assert (code, messages) == (4403, [])
+    refusals = [line for line in server.log_lines() if line.get("event") == "websocket refused"]
+    assert [line["code"] for line in refusals] == ["UNAUTHORIZED"]
+    assert not [line for line in server.log_lines() if line["level"] in ("ERROR", "FATAL")]
+
+
+async def test_legacy_graphql_ws_without_a_token_gets_connection_error(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    async with SubscriptionClient(_ws_url(server), LEGACY_WS, init=False) as client:
+        await client.connection_init({"authToken": "not.a.token"})
+        code, messages = await client.closed()
+    assert [message["type"] for message in messages] == ["connection_error"]
+    assert messages[0]["payload"]["extensions"]["code"] == "UNAUTHORIZED"
+    assert code != 1000
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_nothing_can_be_subscribed_before_connection_init(
+    server_factory: ServerFactory, tmp_path: Path, protocol: str
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    async with SubscriptionClient(_ws_url(server), protocol, init=False) as client:
+        await client.subscribe("1", NOTE_CREATED)
+        code, messages = await client.closed()
+    assert (code, messages) == (4401, [])
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_no_connection_init_within_the_timeout_closes_with_4408(
+    server_factory: ServerFactory, tmp_path: Path, protocol: str
+) -> None:
+    server = _token_server(
+        server_factory, tmp_path, PCF_SUBSCRIPTIONS__CONNECTION_INIT_TIMEOUT="0.5"
+    )
+    async with SubscriptionClient(_ws_url(server), protocol, init=False) as client:
+        started = time.monotonic()
+        code, messages = await client.closed(within=5)
+        waited = time.monotonic() - started
+    assert (code, messages) == (4408, [])
+    assert 0.4 < waited < 3
+
+
+async def test_a_socket_initialised_in_time_outlives_the_init_timeout(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = _token_server(
+        server_factory, tmp_path, PCF_SUBSCRIPTIONS__CONNECTION_INIT_TIMEOUT="0.5"
+    )
+    token = _token("alice")
+    async with SubscriptionClient(
+        _ws_url(server), LEGACY_WS, init_payload={"authToken": token}
+    ) as client:
+        await asyncio.sleep(1.0)
+        await _sees_a_create(client, server, token)
+
+
+async def test_a_payload_token_that_expires_ends_the_subscription(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = _token_server(server_factory, tmp_path)
+    token = _token("alice", lifetime=2)
+    async with SubscriptionClient(_ws_url(server), init_payload={"authToken": token}) as client:
+        await client.subscribe("1", NOTE_CREATED)
+        message = await client.receive(within=10)
+    assert message["type"] in ("next", "error"), message
+    payload = message["payload"]
+    errors = payload if message["type"] == "error" else payload["errors"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHORIZED"
+
+
+async def test_budgets_are_spent_by_the_payload_identity(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The budget follows the token's subject across sockets, not the socket or its address."""
+    server = _token_server(server_factory, tmp_path)
+    search = '{ searchNotes(query: "x") { id } }'
+
+    async def code_of(client: SubscriptionClient, operation_id: str) -> str:
+        await client.subscribe(operation_id, search)
+        message = await client.receive()
+        if message["type"] == "error":
+            return str(message["payload"][0]["extensions"]["code"])
+        errors = message["payload"].get("errors")
+        assert (await client.receive())["type"] == "complete"
+        return str(errors[0]["extensions"]["code"]) if errors else "ok"
+
+    alice = {"authToken": _token("alice")}
+    async with SubscriptionClient(_ws_url(server), init_payload=alice) as client:
+        assert [await code_of(client, str(index)) for index in range(10)] == ["ok"] * 10
+    async with (
+        SubscriptionClient(_ws_url(server), init_payload=alice) as again,
+        SubscriptionClient(_ws_url(server), init_payload={"authToken": _token("bob")}) as bob,
+    ):
+        assert await code_of(again, "a") == "RATE_LIMITED"
+        assert await code_of(bob, "b") == "ok"
+
+
+# --- The upgrade's Origin ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.example", "http://localhost.evil.example", "null", "https://app.example.com.x"],
+)
+async def test_a_browser_origin_that_is_not_allowed_is_refused_at_the_upgrade(
+    server_factory: ServerFactory, tmp_path: Path, origin: str
+) -> None:
+    server = _token_server(
+        server_factory, tmp_path, PCF_CORS__ALLOW_ORIGINS="https://app.example.com"
+    )
+    headers = {"Origin": origin, "Authorization": f"Bearer {_token('alice')}"}
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with SubscriptionClient(_ws_url(server), headers=headers, init=False):
+            pass
+    assert refused.value.response.status_code == 403
+    refusals = [line for line in server.log_lines() if line.get("event") == "websocket refused"]
+    assert [(line["code"], line["origin"]) for line in refusals] == [("FORBIDDEN", origin)]
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://app.example.com", "http://localhost:3000", "http://127.0.0.1:5173"]
+)
+async def test_an_allowed_browser_origin_opens_the_socket(
+    server_factory: ServerFactory, tmp_path: Path, origin: str
+) -> None:
+    # Exact origins from the settings; the development profile's pattern for the others.
+    server = _token_server(
+        server_factory, tmp_path, PCF_CORS__ALLOW_ORIGINS="https://app.example.com"
+    )
+    token = _token("alice")
+    async with SubscriptionClient(
+        _ws_url(server), headers={"Origin": origin}, init_payload={"authToken": token}
+    ) as client:
+        await _sees_a_create(client, server, token)
+
+
+async def test_production_allows_no_browser_origin_until_configured(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """Without the development pattern (none configured) every browser origin is refused, and
+    clients that send no Origin still connect."""
+    server = _token_server(server_factory, tmp_path, PCF_CORS__ALLOW_ORIGIN_REGEX="^$")
+    token = _token("alice")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with SubscriptionClient(
+            _ws_url(server), headers={"Origin": "http://localhost:3000"}, init=False
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+    async with SubscriptionClient(_ws_url(server), init_payload={"authToken": token}) as client:
+        await _sees_a_create(client, server, token)

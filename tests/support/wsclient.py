@@ -19,22 +19,49 @@ LEGACY_WS = "graphql-ws"
 
 
 class SubscriptionClient:
+    """``async with`` opens the socket, sends ``connection_init`` (with ``init_payload``) and
+    expects the ack; ``init=False`` stops after the handshake, for tests of refusals."""
+
     def __init__(
-        self, url: str, protocol: str = TRANSPORT_WS, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        protocol: str = TRANSPORT_WS,
+        headers: dict[str, str] | None = None,
+        *,
+        init_payload: dict[str, Any] | None = None,
+        init: bool = True,
     ) -> None:
         self.url = url
         self.protocol = protocol
         self.headers = headers or {}
+        self.init_payload = init_payload or {}
+        self.init = init
         self.socket: Any = None
 
     async def __aenter__(self) -> SubscriptionClient:
         self.socket = await websockets.connect(
             self.url, subprotocols=[Subprotocol(self.protocol)], additional_headers=self.headers
         )
-        await self.send({"type": "connection_init", "payload": {}})
-        ack = await self.receive()
-        assert ack["type"] == "connection_ack", ack
+        if self.init:
+            await self.connection_init()
+            ack = await self.receive()
+            assert ack["type"] == "connection_ack", ack
         return self
+
+    async def connection_init(self, payload: dict[str, Any] | None = None) -> None:
+        init = self.init_payload if payload is None else payload
+        await self.send({"type": "connection_init", "payload": init})
+
+    async def closed(self, within: float = 10.0) -> tuple[int, list[dict[str, Any]]]:
+        """Wait for the server to close the socket: (close code, messages received before)."""
+        messages: list[dict[str, Any]] = []
+        try:
+            while True:
+                messages.append(json.loads(await asyncio.wait_for(self.socket.recv(), within)))
+        except websockets.ConnectionClosed as closed:
+            if closed.rcvd is None:
+                raise AssertionError("closed without a close frame from the server") from None
+            return closed.rcvd.code, messages
 
     async def __aexit__(self, *_: object) -> None:
         await self.socket.close()

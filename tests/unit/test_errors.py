@@ -34,6 +34,7 @@ SPEC_STATUS = {
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,
     "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
     "UNPROCESSABLE_ENTITY": 422,
     "RATE_LIMITED": 429,
     "INTERNAL_ERROR": 500,
@@ -79,6 +80,7 @@ class TestCodeForStatus:
             (405, ErrorCode.METHOD_NOT_ALLOWED),
             (409, ErrorCode.CONFLICT),
             (413, ErrorCode.PAYLOAD_TOO_LARGE),
+            (415, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
             (422, ErrorCode.UNPROCESSABLE_ENTITY),
             (429, ErrorCode.RATE_LIMITED),
             (500, ErrorCode.INTERNAL_ERROR),
@@ -89,7 +91,7 @@ class TestCodeForStatus:
     def test_known_statuses_map_to_their_code(self, status: int, code: ErrorCode) -> None:
         assert code_for_status(status) is code
 
-    @pytest.mark.parametrize("status", [402, 406, 410, 415, 418, 451, 499])
+    @pytest.mark.parametrize("status", [402, 406, 410, 418, 451, 499])
     def test_unknown_4xx_is_invalid_input(self, status: int) -> None:
         assert code_for_status(status) is ErrorCode.INVALID_INPUT
 

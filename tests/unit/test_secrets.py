@@ -614,4 +614,8 @@ def test_only_the_redis_urls_wait_for_a_restart() -> None:
     # A new secret setting must be wired to its consumer, or join this list on purpose.
     secret_keys = {key for key, secret in known_keys().items() if secret}
     assert secret_keys >= LIVE_KEYS
-    assert secret_keys - LIVE_KEYS == {"events.redis_url", "rate_limit.storage_url"}
+    assert secret_keys - LIVE_KEYS == {
+        "events.redis_url",
+        "graphql.persisted_queries_redis_url",
+        "rate_limit.storage_url",
+    }

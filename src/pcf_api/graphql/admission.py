@@ -15,6 +15,7 @@ the WebSocket path from Strawberry), so this module works on what they produce.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,6 +51,35 @@ def budgets(
     if searches:
         costs[Budget.SEARCH] = searches
     return costs
+
+
+_PAYLOAD_TOKEN_KEYS = ("Authorization", "authorization", "authToken")
+_HEADER_TOKEN_KEYS = ("Authorization", "authorization")
+_BEARER_PREFIX = re.compile(r"bearer\s", re.IGNORECASE)
+
+
+def connection_authorization(payload: Mapping[str, Any] | None) -> str | None:
+    """The ``Authorization`` value a WebSocket client sent in its ``connection_init`` payload
+    (browsers cannot set headers on the upgrade): ``Authorization`` / ``authorization``, with or
+    without ``Bearer ``, ``authToken``, or ``headers.Authorization`` / ``headers.authorization``.
+    Returned as ``Bearer <token>`` for ``identify``; None when the payload carries no token. A
+    token that is not a string is refused as invalid_request (401)."""
+    if not payload:
+        return None
+    candidates = [payload.get(key) for key in _PAYLOAD_TOKEN_KEYS]
+    headers = payload.get("headers")
+    if isinstance(headers, Mapping):
+        candidates += [headers.get(key) for key in _HEADER_TOKEN_KEYS]
+    for value in candidates:
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise AuthenticationError(
+                "invalid_request", "The connection_init token must be a string."
+            )
+        token = value.strip()
+        return token if _BEARER_PREFIX.match(token) else f"Bearer {token}"
+    return None
 
 
 class Admission:

@@ -235,9 +235,12 @@ async def _any_readable(
     out empty costs a client one request, a missed one loses notes)."""
     at_bound, _ = await context.store.get_many([bound.id])
     note = at_bound.get(bound.id)
-    if note is not None and (author is None or note.author == author):
-        if await _readable(context, subject, [note]):
-            return True
+    if (
+        note is not None
+        and (author is None or note.author == author)
+        and await _readable(context, subject, [note])
+    ):
+        return True
     position = bound
     for _ in range(WINDOW_SCAN_CHUNKS):
         chunk = await context.store.window(

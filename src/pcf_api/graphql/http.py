@@ -46,6 +46,10 @@ GRAPHQL_PATH = "/graphql"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 _ALLOWED = "GET, POST"
+_JSON_BODIES = frozenset({JSON, GRAPHQL_RESPONSE})
+"""The content types a POST body may have: JSON, which a browser only sends cross-site after
+a CORS preflight. ``application/graphql-response+json`` is accepted as a body type for clients
+that send their ``Accept`` value as ``Content-Type``."""
 
 
 class GraphQLRequest:
@@ -290,8 +294,14 @@ class GraphQLHTTP:
             params = {key: values[-1] for key, values in parse_qs(query_string).items()}
             return _from_params(params)
         content_type = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
-        if content_type not in (JSON, GRAPHQL_RESPONSE, ""):
-            raise _request_error("POST bodies must be application/json.")
+        if content_type not in _JSON_BODIES:
+            # CSRF prevention: a browser sends a cross-site POST without a preflight only with
+            # a "simple" content type (text/plain, form encodings) or none; refusing those here,
+            # before the body is read, means such a request can never execute (docs/api.md).
+            raise AppError(
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                extensions={"contentType": content_type[:100] or None},
+            )
         body = await _read_body(receive)
         try:
             payload = orjson.loads(body)

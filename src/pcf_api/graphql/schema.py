@@ -26,8 +26,8 @@ from pcf_api.graphql.authz import (
     is_authorized,
     may_read,
     readable_page,
-    readable_window,
     readable_search,
+    readable_window,
     require,
     subject_of,
 )
@@ -201,6 +201,7 @@ class Query:
     async def notes(
         self,
         info: Ctx,
+        *,
         limit: int = 10,
         offset: int = 0,
         first: int | None = None,
@@ -220,6 +221,7 @@ class Query:
         self,
         info: Ctx,
         author: str,
+        *,
         limit: int = 10,
         offset: int = 0,
         first: int | None = None,

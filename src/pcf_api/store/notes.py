@@ -140,13 +140,22 @@ def _beyond(variant: _Window, *, above: bool) -> ColumnElement[Any]:
     (``above``), at or older than ``before``. One index probe."""
     beyond = notes.alias("beyond")
     condition = _key(beyond) >= _AFTER if above else _key(beyond) <= _BEFORE
+    # The nearest such note's id, ordered from the bound outward, so the planner walks the index
+    # from there. (PostgreSQL drops ORDER BY and LIMIT inside EXISTS, and for a bare EXISTS may
+    # pick a sequential scan: cheap while the first row matches, not when a filter skips many.)
+    nearest = (
+        (beyond.c.created_at.asc(), beyond.c.id.asc())
+        if above
+        else (beyond.c.created_at.desc(), beyond.c.id.desc())
+    )
     probe = _filtered(
         select(beyond.c.id).where(condition),
         by_author=variant.by_author,
         by_reader=variant.by_reader,
         table=beyond,
     )
-    return probe.exists().label("above" if above else "below")
+    nearest_id = probe.order_by(*nearest).limit(1).scalar_subquery()
+    return nearest_id.is_not(None).label("above" if above else "below")
 
 
 def _extras(variant: _Window) -> list[ColumnElement[Any]]:
@@ -172,9 +181,7 @@ def _window_statement(variant: _Window) -> Select[Any]:
         page = page.where(_key(notes) < _AFTER)
     if variant.before:
         page = page.where(_key(notes) > _BEFORE)
-    order = (
-        (notes.c.created_at.asc(), notes.c.id.asc()) if variant.backward else _NEWEST_FIRST
-    )
+    order = (notes.c.created_at.asc(), notes.c.id.asc()) if variant.backward else _NEWEST_FIRST
     return page.add_columns(*_extras(variant)).order_by(*order).limit(bindparam("limit"))
 
 

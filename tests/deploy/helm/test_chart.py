@@ -141,6 +141,9 @@ def test_rendered_objects_validate_strictly(version: str, rendered_files: list[P
         ({"autoscaling": {"targetCPUUtilizationPercentage": 150}}, "targetCPUUtilization"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"service": {"port": 70000}}, "port"),
+        ({"config": {"cors": {"allow_origins": "https://a.example.com"}}}, "allow_origins"),
+        ({"config": {"cors": {"allow_origins": ["https://a.example.com/app"]}}}, "allow_origins"),
+        ({"config": {"cors": {"max_age": 100000}}}, "max_age"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None:
@@ -282,6 +285,23 @@ def test_configmap_holds_the_non_secret_settings() -> None:
     assert all(re.fullmatch(r"PCF_[A-Z]+(__[A-Z0-9_]+)?", key) for key in data)
     extra = one(render({"extraConfig": {"graphql": {"max_depth": 10}}}), "ConfigMap", "pcf-api")
     assert extra["data"]["PCF_GRAPHQL__MAX_DEPTH"] == "10"
+
+
+def test_cors_settings_render_as_environment_variables() -> None:
+    default = one(render(), "ConfigMap", "pcf-api")["data"]
+    assert "PCF_CORS__ALLOW_ORIGINS" not in default  # an empty list is left out: no origin
+    assert "PCF_CORS__ALLOW_ORIGIN_REGEX" not in default
+    regex = r"^https://[a-z0-9-]+\.preview\.example\.com$"
+    cors = {
+        "allow_origins": ["https://a.example.com", "https://b.example.com"],
+        "allow_origin_regex": regex,
+        "max_age": 120,
+    }
+    data = one(render({"config": {"cors": cors}}), "ConfigMap", "pcf-api")["data"]
+    assert data["PCF_CORS__ALLOW_ORIGINS"] == "https://a.example.com,https://b.example.com"
+    assert data["PCF_CORS__ALLOW_ORIGIN_REGEX"] == regex
+    assert data["PCF_CORS__MAX_AGE"] == "120"
+    assert data["PCF_CORS__ALLOW_CREDENTIALS"] == "false"
 
 
 def test_configmap_names_are_settings_the_app_knows() -> None:

@@ -77,7 +77,6 @@ async def test_the_legacy_media_type_is_used_unless_the_client_asks_for_the_new_
         (b'{"variables": {}}', JSON),
         (b'{"query": "{ notes { totalCount } }", "variables": [1]}', JSON),
         (b'{"query": "{ notes { totalCount } }", "operationName": 5}', JSON),
-        (b"query=x", "application/x-www-form-urlencoded"),
     ],
 )
 async def test_malformed_requests_are_400_invalid_input(
@@ -88,6 +87,114 @@ async def test_malformed_requests_are_400_invalid_input(
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+
+
+CREATE = 'mutation { createNote(input: {title: "csrf", content: "c", author: "alice"}) { id } }'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=----x",
+        None,  # no Content-Type at all
+        "application/graphql",
+        "application/jsonp",
+    ],
+)
+@pytest.mark.parametrize("accept", [GRAPHQL_RESPONSE, JSON])
+async def test_a_post_that_is_not_json_is_415_and_nothing_executes(
+    client: GraphQLClient, content_type: str | None, accept: str
+) -> None:
+    # What a cross-site form or fetch() without preflight can send: a JSON-looking body with a
+    # "simple" content type. It must not run (CSRF prevention, docs/api.md).
+    headers = {"Accept": accept, "X-Demo-User": "alice"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = json.dumps({"query": CREATE}).encode()
+    response = await client.http.post("/graphql", content=body, headers=headers)
+    assert response.status_code == 415
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert "application/json" in error["message"]
+    assert response.headers["content-type"].startswith(accept)
+    assert (await client.data("{ notes { totalCount } }"))["notes"]["totalCount"] == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", [JSON, "application/json; charset=utf-8", "Application/JSON", GRAPHQL_RESPONSE]
+)
+async def test_json_content_types_are_accepted(client: GraphQLClient, content_type: str) -> None:
+    response = await client.http.post(
+        "/graphql",
+        content=json.dumps({"query": "{ notes { totalCount } }"}).encode(),
+        headers={"Content-Type": content_type, "X-Demo-User": "alice"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"notes": {"totalCount": 0}}}
+
+
+QUERY = "{ notes { totalCount } }"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"query": 5}, "query"),
+        ({"query": ["{ notes { totalCount } }"]}, "query"),
+        ({"query": {"text": QUERY}}, "query"),
+        ({}, "query"),
+        ({"query": "   "}, "query"),
+        ({"query": QUERY, "variables": [1]}, "variables"),
+        ({"query": QUERY, "variables": "not json"}, "variables"),
+        ({"query": QUERY, "variables": "[1, 2]"}, "variables"),
+        ({"query": QUERY, "variables": 3}, "variables"),
+        ({"query": QUERY, "extensions": ["x"]}, "extensions"),
+        ({"query": QUERY, "extensions": "{broken"}, "extensions"),
+        ({"query": QUERY, "extensions": True}, "extensions"),
+        ({"query": QUERY, "operationName": 5}, "operationName"),
+        ({"query": QUERY, "operationName": ["A"]}, "operationName"),
+        ({"query": QUERY, "operationName": {"name": "A"}}, "operationName"),
+    ],
+)
+@pytest.mark.parametrize("accept", [GRAPHQL_RESPONSE, JSON])
+async def test_a_request_parameter_of_the_wrong_type_is_400_naming_the_field(
+    client: GraphQLClient, payload: dict[str, object], field: str, accept: str
+) -> None:
+    response = await client.http.post(
+        "/graphql", json=payload, headers={"Accept": accept, "X-Demo-User": "alice"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(accept)
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "INVALID_INPUT"
+    assert error["extensions"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"query": QUERY, "variables": "not json"}, "variables"),
+        ({"query": QUERY, "variables": "[1]"}, "variables"),
+        ({"query": QUERY, "variables": '"a string"'}, "variables"),
+        ({"query": QUERY, "extensions": "{broken"}, "extensions"),
+        ({"query": QUERY, "extensions": "42"}, "extensions"),
+        ({"variables": "{}"}, "query"),
+    ],
+)
+async def test_a_get_parameter_that_is_not_the_right_json_is_400_naming_the_field(
+    client: GraphQLClient, params: dict[str, str], field: str
+) -> None:
+    response = await client.http.get(
+        "/graphql", params=params, headers={"Accept": JSON, "X-Demo-User": "alice"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(JSON)
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "INVALID_INPUT"
+    assert error["extensions"]["field"] == field
 
 
 async def test_wrong_variable_types_are_a_request_error(client: GraphQLClient) -> None:

@@ -4,6 +4,7 @@ list of keys, newest first."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import event, insert
@@ -19,7 +20,7 @@ START = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 async def seed(store: NoteStore, count: int, *, same_time: int = 3) -> list[Key]:
     """``count`` notes, ``same_time`` of them sharing each creation time (so the id must break
     ties); every other one by bob and readable by rita. Returned newest first."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(count):
         created = START + timedelta(microseconds=i // same_time)
         note_id = f"notes:{i:04d}"
@@ -33,7 +34,9 @@ async def seed(store: NoteStore, count: int, *, same_time: int = 3) -> list[Key]
                 "updated_at": created,
             }
         )
-    readable = [{"note_id": row["id"], "subject": "rita", "relation": "reader"} for row in rows[::2]]
+    readable = [
+        {"note_id": row["id"], "subject": "rita", "relation": "reader"} for row in rows[::2]
+    ]
 
     def write(connection: object) -> None:
         connection.execute(insert(notes), rows)  # type: ignore[attr-defined]

@@ -298,9 +298,7 @@ KEYSET_VARIABLES = valid(
         ({"f": "5"}, 23),
     ],
 )
-def test_first_and_last_variables_are_read_as_coerced(
-    variables: dict[str, Any], cost: int
-) -> None:
+def test_first_and_last_variables_are_read_as_coerced(variables: dict[str, Any], cost: int) -> None:
     assert run(KEYSET_VARIABLES, variables) == cost
 
 

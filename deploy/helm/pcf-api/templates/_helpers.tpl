@@ -60,8 +60,9 @@ app.kubernetes.io/part-of: pcf-api
 {{- range $section, $value := $settings }}
 {{- if kindIs "map" $value }}
 {{- range $key, $item := $value }}
-{{- if and (not (kindIs "invalid" $item)) (ne (toString $item) "") (not (and (eq $section "metrics") (eq $key "port") (eq (toString $item) "0"))) }}
-{{ printf "PCF_%s__%s" (upper $section) (upper $key) }}: {{ ternary (join "," $item) (toString $item) (kindIs "slice" $item) | quote }}
+{{- $text := ternary (join "," $item) (toString $item) (kindIs "slice" $item) }}
+{{- if and (not (kindIs "invalid" $item)) (ne $text "") (not (and (eq $section "metrics") (eq $key "port") (eq $text "0"))) }}
+{{ printf "PCF_%s__%s" (upper $section) (upper $key) }}: {{ $text | quote }}
 {{- end }}
 {{- end }}
 {{- else if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
