@@ -35,6 +35,7 @@ const wsUrl = `${api.replace(/^http/, "ws")}/graphql`;
 type RequestRecord = {
   method: string;
   operationName: string | null;
+  variables: Record<string, unknown>;
   hasQuery: boolean; // the document text was sent
   persistedHash: string | null; // extensions.persistedQuery.sha256Hash
   status: number | null;
@@ -81,6 +82,7 @@ function describeRequest(input: RequestInfo | URL, init?: RequestInit): RequestR
   return {
     method,
     operationName: (body.operationName as string | undefined) ?? null,
+    variables: (body.variables as Record<string, unknown> | undefined) ?? {},
     hasQuery: typeof body.query === "string" && body.query.length > 0,
     persistedHash: extensions.persistedQuery?.sha256Hash ?? null,
     status: null,
@@ -288,6 +290,24 @@ function subscribeNoteCreated(): void {
   });
 }
 
+// A query document no one has sent before (its operation name carries `tag`), run twice from
+// the network: the persisted-queries link's whole cycle, miss → register → hit, on one hash.
+async function persistedCycle(tag: string): Promise<Record<string, unknown>> {
+  const name = `Probe_${tag.replace(/[^A-Za-z0-9_]/g, "_")}`;
+  const query = gql(`query ${name} { notes(first: 1) { pageInfo { hasNextPage } } }`);
+  const results: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < 2; i++) {
+    try {
+      // no-cache: the probe must not write Query.notes, which the paged list owns.
+      const result = await client.query({ query, fetchPolicy: "no-cache" });
+      results.push({ ok: true, data: result.data });
+    } catch (error) {
+      results.push({ ok: false, error: errorValue(error) });
+    }
+  }
+  return { operationName: name, results };
+}
+
 // A plain fetch from this page's origin, outside Apollo: what a CORS refusal looks like to code.
 async function rawFetch(): Promise<Record<string, unknown>> {
   try {
@@ -308,6 +328,7 @@ const pcf = {
   fetchMore,
   subscribeNoteCreated,
   rawFetch,
+  persistedCycle,
   stopSubscription: () => noteCreated?.unsubscribe(),
   events: () => events.slice(),
   subscriptionErrors: () => subscriptionErrors.slice(),
