@@ -1,7 +1,7 @@
 """The HTTP middleware of the service, as plain ASGI callables (no per-request Request objects).
 
-Order, outermost first (see ``app.create_app``): request context → error boundary → body
-limit → fault injection (tests only) → routes.
+Order, outermost first (see ``app.create_app``): request context → CORS (when origins are
+allowed) → error boundary → request timeout → body limit → fault injection (tests only) → routes.
 """
 
 from __future__ import annotations

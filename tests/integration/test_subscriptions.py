@@ -424,7 +424,7 @@ async def test_connection_init_without_a_valid_token_closes_with_4403(
         await client.connection_init(payload)
         code, messages = await client.closed()
     assert (code, messages) == (4403, [])
-    refusals = [line for line in server.log_lines() if line.get("event") == "websocket refused"]
+    refusals = [line for line in server.log_lines() if line.get("message") == "websocket refused"]
     assert [line["code"] for line in refusals] == ["UNAUTHORIZED"]
     assert not [line for line in server.log_lines() if line["level"] in ("ERROR", "FATAL")]
 
@@ -540,7 +540,7 @@ async def test_a_browser_origin_that_is_not_allowed_is_refused_at_the_upgrade(
         async with SubscriptionClient(_ws_url(server), headers=headers, init=False):
             pass
     assert refused.value.response.status_code == 403
-    refusals = [line for line in server.log_lines() if line.get("event") == "websocket refused"]
+    refusals = [line for line in server.log_lines() if line.get("message") == "websocket refused"]
     assert [(line["code"], line["origin"]) for line in refusals] == [("FORBIDDEN", origin)]
 
 
