@@ -31,8 +31,8 @@ from pcf_api.graphql.limits import analyze_document
 class AdmissionExtension(SchemaExtension):
     """Operations on a socket pass the same admission as over HTTP: limits, then budgets.
 
-    Identity was settled once for the socket (upgrade header or ``connection_init``); a subscription's own budget
-    is spent when its stream starts (see ``schema._events``)."""
+    Identity was settled once for the socket (upgrade header or ``connection_init``); a
+    subscription's own budget is spent when its stream starts (see ``schema._events``)."""
 
     def __init__(self, *, admission: Admission) -> None:
         self.admission = admission
