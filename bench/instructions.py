@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -195,7 +196,8 @@ def send(client: httpx.Client, payload: dict[str, Any], count: int) -> None:
 def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> dict[str, float]:
     """Instructions per request of each query, on one server started for this variant."""
     port = free_port()
-    out_dir = workdir / f"callgrind-{database.name}-{variant.label}"
+    name = f"{database.name}-{re.sub(r'[^A-Za-z0-9_.-]', '_', variant.label)}"  # may hold a path
+    out_dir = workdir / f"callgrind-{name}"
     out_dir.mkdir()
     if variant.baseline:
         command = baseline_command(port)
@@ -209,7 +211,7 @@ def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> di
         }
     env["PYTHONHASHSEED"] = "0"  # the same dict layouts, hence the same work, in every run
     settle = SPAN_EXPORT_INTERVAL + 2 if "PCF_TRACING__ENABLED" in variant.env else 0
-    log = workdir / f"{database.name}-{variant.label}.log"
+    log = workdir / f"{name}.log"
     results: dict[str, float] = {}
     with server(valgrind_command(command, out_dir), env, log) as process:
         wait_serving(process, port, log, timeout=START_TIMEOUT)
