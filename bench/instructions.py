@@ -36,7 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,33 @@ class Variant:
     label: str
     env: dict[str, str]
     baseline: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+BROWSER_ORIGIN = "http://127.0.0.1:3000"
+
+
+def _browser() -> Variant:
+    """What a web app's requests meet: CORS on, each request from an allowed origin, and only
+    trusted documents."""
+    env = {**trusted_documents_env(), "PCF_CORS__ALLOW_ORIGINS": BROWSER_ORIGIN}
+    return Variant("browser", env, headers={"Origin": BROWSER_ORIGIN})
+
+
+_NAMED: dict[str, Callable[[], Variant]] = {
+    "baseline": lambda: Variant("baseline", {}, baseline=True),
+    "pcf-api": lambda: Variant("pcf-api", {}),
+    "no-metrics": lambda: Variant("no-metrics", {"PCF_METRICS__ENABLED": "false"}),
+    "trusted": lambda: Variant("trusted", trusted_documents_env()),
+    "browser": _browser,
+}
 
 
 def variant(label: str, otlp_endpoint: str) -> Variant:
     """``baseline``, ``pcf-api`` (as it runs by default: metrics on, tracing off),
     ``no-metrics`` (metrics and tracing off), ``trusted`` (only the documents of a generated
-    trusted-documents manifest) or ``tracing-<ratio>`` (metrics on, tracing at that
+    trusted-documents manifest), ``browser`` (``trusted`` plus CORS, requests from an allowed
+    origin) or ``tracing-<ratio>`` (metrics on, tracing at that
     sample ratio, exporting to a local OTLP sink). ``NAME@CHECKOUT`` is variant NAME running the
     source of another checkout (e.g. a ``git worktree`` of an older commit), to compare two
     versions of the code in the same run."""
@@ -96,14 +118,9 @@ def variant(label: str, otlp_endpoint: str) -> Variant:
         other = variant(name, otlp_endpoint)
         source = str(Path(checkout).resolve() / "src")
         return Variant(label, {**other.env, "PYTHONPATH": source})
-    if label == "baseline":
-        return Variant(label, {}, baseline=True)
-    if label == "pcf-api":
-        return Variant(label, {})
-    if label == "no-metrics":
-        return Variant(label, {"PCF_METRICS__ENABLED": "false"})
-    if label == "trusted":
-        return Variant(label, trusted_documents_env())
+    named = _NAMED.get(label)
+    if named is not None:
+        return named()
     ratio = label.removeprefix("tracing-")
     try:
         valid = label.startswith("tracing-") and 0 <= float(ratio) <= 1
@@ -216,7 +233,9 @@ def measure(variant: Variant, database: Any, workdir: Path, requests: int) -> di
     with server(valgrind_command(command, out_dir), env, log) as process:
         wait_serving(process, port, log, timeout=START_TIMEOUT)
         callgrind = Callgrind(process.pid, out_dir)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, headers=variant.headers
+        ) as client:
             for payload in payloads(database).values():
                 send(client, payload, WARMUP_REQUESTS)
             callgrind.instrument()
@@ -267,7 +286,7 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         default="baseline,pcf-api,no-metrics,tracing-0.1,tracing-1.0",
-        help="servers, comma-separated: baseline, pcf-api, no-metrics, trusted, tracing-<ratio>",
+        help="comma-separated: baseline, pcf-api, no-metrics, trusted, browser, tracing-<ratio>",
     )
     args = parser.parse_args()
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]

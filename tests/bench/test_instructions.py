@@ -56,3 +56,10 @@ def test_the_report_compares_each_variant_with_pcf_api_and_the_baseline(
         "| sqlite | notes | pcf-api | 4.000 | +0.0 % | 3.00x |",
         "| sqlite | notes | no-metrics | 3.900 | -2.5 % | 3.08x |",
     ]
+
+
+def test_the_browser_variant_sends_an_allowed_origin_to_a_cors_enabled_server() -> None:
+    browser = instructions.variant("browser", SINK)
+    assert browser.headers == {"Origin": instructions.BROWSER_ORIGIN}
+    assert browser.env["PCF_CORS__ALLOW_ORIGINS"] == instructions.BROWSER_ORIGIN
+    assert browser.env["PCF_GRAPHQL__ONLY_TRUSTED_DOCUMENTS"] == "true"
