@@ -20,10 +20,20 @@ PACKAGE = Path(pcf_api.__file__).resolve().parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
+def _environment_without_our_paths() -> dict[str, str]:
+    """The environment for a subprocess that must import the copied tree: without PYTHONPATH,
+    and without coverage's variables, so the copy is not measured as part of the suite."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key != "PYTHONPATH" and not key.startswith("COVERAGE_")
+    }
+
+
 def lint_imports(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The linter on the configuration in ``cwd``'s pyproject.toml, importing ``pcf_api`` from
     ``pythonpath`` (first on the path) when it is given."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env = _environment_without_our_paths()
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
@@ -52,7 +62,7 @@ def test_the_contract_fails_when_the_store_imports_graphql(tmp_path: Path) -> No
     notes = copy / "store" / "notes.py"
     notes.write_text(notes.read_text() + "\nimport pcf_api.graphql  # forbidden: a higher layer\n")
     # The copy, not the editable install, is what the linter's interpreter imports.
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env = _environment_without_our_paths()
     imported = subprocess.run(
         [sys.executable, "-c", "import pcf_api; print(pcf_api.__file__)"],
         cwd=tmp_path,
