@@ -1302,3 +1302,28 @@ def test_config_error_lists_each_problem() -> None:
 
     assert error.problems == ["a: bad", "b: worse"]
     assert str(error) == "a: bad; b: worse"
+
+
+DEV = {"PCF_ENVIRONMENT": "development"}
+
+
+def test_cors_origins_come_comma_separated_from_the_environment() -> None:
+    settings = load({**DEV, "PCF_CORS__ALLOW_ORIGINS": "http://a.test:3000, https://b.test"})
+    assert settings.settings.cors.allow_origins == ["http://a.test:3000", "https://b.test"]
+    assert load({**DEV, "PCF_CORS__ALLOW_ORIGINS": ""}).settings.cors.allow_origins == []
+
+
+@pytest.mark.parametrize(
+    "origins", [{"PCF_CORS__ALLOW_ORIGINS": "*"}, {"PCF_CORS__ALLOW_ORIGIN_REGEX": ".*"}]
+)
+def test_any_origin_with_credentials_is_refused_in_every_environment(
+    origins: dict[str, str],
+) -> None:
+    message = config_error({**DEV, **origins, "PCF_CORS__ALLOW_CREDENTIALS": "true"})
+    assert "cors.allow_origins: '*' together with cors.allow_credentials" in message
+    assert load({**DEV, **origins}).settings.cors.allow_credentials is False
+
+
+def test_only_trusted_documents_needs_a_manifest() -> None:
+    message = config_error({**DEV, "PCF_GRAPHQL__ONLY_TRUSTED_DOCUMENTS": "true"})
+    assert "graphql.only_trusted_documents: needs graphql.trusted_documents" in message
