@@ -17,7 +17,7 @@
 set -euo pipefail
 
 known_keys=(database-url database-password hs256-secret spicedb-preshared-key metrics-password
-    events-redis-url rate-limit-storage-url tracing-headers)
+    events-redis-url rate-limit-storage-url tracing-headers log-hash-key)
 name=pcf-api-secrets
 namespace=""
 require="database-url"

@@ -5,7 +5,8 @@
 #   kubernetes-validate       from PyPI, in its own virtualenv (offline schemas per Kubernetes version)
 #   checkov                   from PyPI, in its own virtualenv (policy checks of the rendered manifests)
 # Usage: scripts/k8s-tools.sh [DIR]     DIR defaults to $PCF_K8S_TOOLS or /var/cache/pcf-api/k8s-tools.
-# Prints DIR/bin; put it on PATH (tests/deploy/helm looks there by itself).
+# Prints DIR/bin on stdout and, on stderr, the `export PATH=...` line that puts it on PATH
+# (tests/deploy/helm looks there by itself).
 set -euo pipefail
 
 dir="${1:-${PCF_K8S_TOOLS:-/var/cache/pcf-api/k8s-tools}}"
@@ -40,4 +41,9 @@ if [[ ! -x "$dir/bin/checkov" ]]; then
 fi
 
 "$dir/bin/helm" version --short >&2
+cat >&2 <<EOF
+k8s-tools: helm, kubectl, kubernetes-validate and checkov are in $dir/bin
+(the chart tests find them there). To use them in this shell, put them on PATH:
+  export PATH="$dir/bin:\$PATH"
+EOF
 echo "$dir/bin"

@@ -17,12 +17,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pcf_api import __version__
 from pcf_api.config import Settings
 from pcf_api.errors import code_for_status, default_message
+from pcf_api.graphql.graphiql import ASSETS_PATH as GRAPHIQL_ASSETS_PATH
 from pcf_api.graphql.http import GRAPHQL_PATH
 from pcf_api.health import HealthRegistry, Status
 from pcf_api.middleware import (
@@ -216,6 +218,9 @@ def create_app(
         routes.append(WebSocketRoute(GRAPHQL_PATH, graphql.websocket))
         if graphql.sdl is not None:
             routes.append(Route("/schema", graphql.sdl, methods=["GET"]))
+        assets = settings.graphql.graphiql_assets_dir
+        if settings.graphql.graphiql and assets is not None:
+            routes.append(Mount(GRAPHIQL_ASSETS_PATH, StaticFiles(directory=assets)))
     if metrics_settings.enabled and metrics_settings.port is None:
         routes.append(Route(METRICS_PATH, metrics_endpoint, methods=["GET"]))
     app = ServiceApp(

@@ -1,4 +1,4 @@
-"""``pcf-api``: serve | healthcheck | config show | version.
+"""``pcf-api``: serve | healthcheck | config show | migrate | schema | token | version.
 
 Imports are deferred to each command so ``pcf-api healthcheck`` loads only the standard library.
 Exit codes: 0 success, 1 runtime failure, 2 unusable configuration or usage.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 EXIT_CONFIG = 2
 
@@ -57,29 +57,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(migrate)
 
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+
+    token = commands.add_parser(
+        "token", help="mint an HS256 bearer token from the configured secret"
+    )
+    token.add_argument("--sub", required=True, help="the token's subject: the caller's user id")
+    token.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 2d (default 1h)")
+    token.add_argument(
+        "--allow-production",
+        action="store_true",
+        help="confirm minting in the production environment",
+    )
+    _add_settings_flags(token)
+
     commands.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "healthcheck":
-        return _healthcheck(args)
-    if args.command == "version":
-        from pcf_api import __version__
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": _serve,
+        "healthcheck": _healthcheck,
+        "config": _config_show,
+        "migrate": _migrate,
+        "schema": _schema,
+        "token": _token,
+        "version": _version,
+    }
+    return commands[args.command](args)
 
-        print(__version__)
-        return 0
-    if args.command == "config":
-        return _config_show(args)
-    if args.command == "migrate":
-        return _migrate(args)
-    if args.command == "schema":
-        from pcf_api.graphql.schema import build_schema
 
-        print(build_schema().as_str())
-        return 0
-    return _serve(args)
+def _version(_: argparse.Namespace) -> int:
+    from pcf_api import __version__
+
+    print(__version__)
+    return 0
+
+
+def _schema(_: argparse.Namespace) -> int:
+    from pcf_api.graphql.schema import build_schema
+
+    print(build_schema().as_str())
+    return 0
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
@@ -98,37 +118,98 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, stream: TextIO | None = None) -> Any:
     """Validated settings, or None after logging one FATAL line naming every problem."""
     from pcf_api.config import ConfigError, load_settings
-    from pcf_api.observability.logging import configure_logging, get_logger
 
-    configure_logging(log_format="json")
+    _json_logging(stream)
     try:
         return load_settings(config_file=args.config, cli=_cli_overrides(args))
     except ConfigError as exc:
-        get_logger("pcf_api.config").critical(
-            "invalid configuration: " + "; ".join(exc.problems), problems=exc.problems
-        )
+        _log_fatal(exc.problems)
         return None
 
 
+def _json_logging(stream: TextIO | None) -> None:
+    from pcf_api.observability.logging import configure_logging
+
+    configure_logging(log_format="json", stream=stream)
+
+
+def _log_fatal(problems: list[str]) -> None:
+    from pcf_api.observability.logging import get_logger
+
+    get_logger("pcf_api.config").critical(
+        "invalid configuration: " + "; ".join(problems), problems=problems
+    )
+
+
 def _config_show(args: argparse.Namespace) -> int:
+    """The effective settings, also when they are refused: that is when they are needed most.
+
+    Text lists the problems after the settings; JSON keeps stdout one document and logs the
+    problems as the usual FATAL line on stderr. Either way the exit code is 2 when refused.
+    """
     import json
 
-    from pcf_api.config import redacted_view
+    from pcf_api.config import ConfigError, load_settings, redacted_view
 
-    loaded = _load(args)
-    if loaded is None:
-        return EXIT_CONFIG
-    rows = redacted_view(loaded)
+    _json_logging(sys.stderr)
+    try:
+        loaded = load_settings(config_file=args.config, cli=_cli_overrides(args))
+        rows, problems = redacted_view(loaded), []
+    except ConfigError as exc:
+        rows, problems = exc.draft, exc.problems
     if args.output_format == "json":
         document = {key: {"value": value, "source": str(source)} for key, value, source in rows}
         print(json.dumps(document, indent=2))
+        if problems:
+            _log_fatal(problems)
     else:
-        width = max(len(key) for key, _, _ in rows)
-        for key, value, source in rows:
-            print(f"{key:<{width}} = {value:<40} # {source}")
+        _print_settings(rows, problems)
+    return EXIT_CONFIG if problems else 0
+
+
+def _print_settings(rows: list[tuple[str, str, Any]], problems: list[str]) -> None:
+    environment = {key: (value, source) for key, value, source in rows}.get("environment")
+    if environment is not None:
+        value, source = environment
+        note = _ENVIRONMENT_NOTE if str(source) == "default" else ""
+        print(f"# environment {value} ({source}){note}")
+    width = max((len(key) for key, _, _ in rows), default=0)
+    for key, value, source in rows:
+        print(f"{key:<{width}} = {value:<40} # {source}")
+    if problems:
+        print(f"# refused ({len(problems)} problem{'s' * (len(problems) > 1)}, exit code 2):")
+        for problem in problems:
+            print(f"#   {problem}")
+
+
+_ENVIRONMENT_NOTE = (
+    ": the image's default; a checkout runs with --environment development "
+    "or PCF_ENVIRONMENT=development, as `make run` does"
+)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from pcf_api.auth.minting import MintError, mint_hs256, parse_duration
+
+    loaded = _load(args, sys.stderr)
+    if loaded is None:
+        return EXIT_CONFIG
+    settings = loaded.settings
+    if settings.environment == "production" and not args.allow_production:
+        print(
+            "Minting a token in production is refused without --allow-production: a token "
+            "signed with the service's secret is valid for any subject it names.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        print(mint_hs256(settings.auth, args.sub, parse_duration(args.ttl)))
+    except MintError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -147,14 +228,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _configure_from(settings: Any) -> None:
-    from pcf_api.observability.logging import configure_logging
+    from pcf_api.observability.logging import configure_from_settings
 
-    configure_logging(
-        level=settings.log.level,
-        log_format=settings.log.format,
-        module_levels=settings.log.levels,
-        secrets=settings.secret_values(),
-    )
+    configure_from_settings(settings)
 
 
 def _serve(args: argparse.Namespace) -> int:

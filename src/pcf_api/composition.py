@@ -37,11 +37,13 @@ from pcf_api.compat import sqlalchemy as sqlalchemy_compat
 from pcf_api.compat import strawberry as strawberry_compat
 from pcf_api.compat import uvicorn as uvicorn_compat
 from pcf_api.compat.strawberry import graphql_core_schema
-from pcf_api.config import Settings
+from pcf_api.config import ASYMMETRIC_ALGORITHMS, AuthSettings, Settings
 from pcf_api.graphql.admission import Admission
 from pcf_api.graphql.context import Services, SubscriptionCounter
 from pcf_api.graphql.documents import DocumentCache
 from pcf_api.graphql.extensions import AdmissionExtension, ErrorFormatExtension
+from pcf_api.graphql.feed import ReadFeed
+from pcf_api.graphql.graphiql import page as graphiql_page
 from pcf_api.graphql.http import GraphQLHTTP
 from pcf_api.graphql.limits import QueryLimits
 from pcf_api.graphql.metrics import (
@@ -61,11 +63,16 @@ from pcf_api.graphql.persisted import (
 from pcf_api.graphql.schema import build_schema
 from pcf_api.graphql.websocket import SubscriptionsApp
 from pcf_api.health import HealthRegistry
-from pcf_api.observability.logging import scrubber
-from pcf_api.observability.metrics import Metrics, MetricsEndpoint, health_metrics
+from pcf_api.observability.logging import dropped_lines, pseudonyms, scrubber
+from pcf_api.observability.metrics import (
+    Metrics,
+    MetricsEndpoint,
+    dropped_lines_metrics,
+    health_metrics,
+)
 from pcf_api.observability.tracing import Tracing
 from pcf_api.ratelimit import RateLimiter
-from pcf_api.resilience import retry_forever
+from pcf_api.resilience import DependencyUnavailable, retry_forever
 from pcf_api.secretfiles import SecretFiles
 from pcf_api.store.database import (
     Database,
@@ -75,7 +82,8 @@ from pcf_api.store.database import (
     is_sqlite,
     wait_for_database,
 )
-from pcf_api.store.events import EventBroker, create_broker
+from pcf_api.store.events import EventBroker, ListeningBroker, create_broker
+from pcf_api.store.events.base import describe_error
 from pcf_api.store.migrate import is_current, upgrade_to_head
 from pcf_api.store.notes import NoteStore
 from pcf_api.store.resilient import ResilientNoteStore
@@ -116,6 +124,7 @@ class Notes:
     async def close(self) -> None:
         """Close what start-up opened, clients before the pool they may still use."""
         services = self.services
+        await services.feed.close()
         await services.broker.close()
         await self.authenticator.aclose()
         await services.authorizer.aclose()
@@ -159,6 +168,10 @@ def build_service(settings: Settings, *, health: HealthRegistry | None = None) -
     secrets = SecretFiles.from_settings(settings, on_new_secret=scrubber.add_secrets)
     metrics = Metrics(version=__version__, environment=settings.environment)
     metrics.add_source(partial(health_metrics, health))
+    metrics.add_source(partial(dropped_lines_metrics, dropped_lines))
+    hash_key = secrets.get("log.hash_key")
+    if hash_key is not None:  # a rotated key: hashed subjects and addresses follow it
+        hash_key.subscribe(lambda secret: pseudonyms.set_key(secret.value))
     tracing = (
         Tracing(
             settings.tracing,
@@ -220,23 +233,34 @@ def build_notes(
     store = ResilientNoteStore(
         NoteStore(database),
         cache_size=database_settings.read_cache_size,
+        cache_bytes=database_settings.read_cache_bytes,
         write_queue_size=database_settings.write_queue_size,
         write_wait_seconds=database_settings.write_wait_seconds,
     )
     authenticator = create_authenticator(settings, secrets)
+    broker = create_event_broker(settings, password)
+    authorizer = create_authorizer(settings, database, secrets=secrets)
     services = Services(
         settings=settings,
         store=store,
-        broker=create_event_broker(settings, password),
+        broker=broker,
+        feed=ReadFeed(
+            broker,
+            authorizer,
+            concurrency=settings.subscriptions.authorization_concurrency,
+            queue_size=settings.subscriptions.queue_events,
+            queue_bytes=settings.subscriptions.queue_bytes,
+        ),
         health=health,
         subscriptions=SubscriptionCounter(),
-        authorizer=create_authorizer(settings, database, secrets=secrets),
+        authorizer=authorizer,
         rate_limiter=RateLimiter(settings.rate_limit),
         tracing=tracing,
     )
 
     health.register("database", store.check, critical=True)
     services.authorizer.register_health_checks(health)
+    register_redis_checks(services, health)
     if authenticator.fetches_keys:
         # Not critical: a pod without keys still serves what needs none (health, schema)
         # and recovers by itself; readiness shows it as degraded.
@@ -289,9 +313,10 @@ def build_notes(
             limits,
             introspection=graphql.introspection,
             size=graphql.document_cache_size,
+            max_bytes=graphql.document_cache_bytes,
         ),
         introspection=graphql.introspection,
-        graphiql=graphql.graphiql,
+        graphiql=graphiql_page(graphql) if graphql.graphiql else None,
         execution_timeout=graphql.execution_timeout_seconds,
         metrics=observed,
         tracing=tracing,
@@ -323,7 +348,11 @@ def build_document_policy(settings: Settings) -> DocumentPolicy:
         local = MemoryDocumentStore(graphql.persisted_queries_max_bytes)
         redis_url = graphql.persisted_queries_redis_url
         store = (
-            RedisDocumentStore.from_url(redis_url.get_secret_value(), local=local)
+            RedisDocumentStore.from_url(
+                redis_url.get_secret_value(),
+                local=local,
+                timeout=graphql.persisted_queries_redis_timeout_seconds,
+            )
             if redis_url is not None
             else local
         )
@@ -381,9 +410,21 @@ async def _lifespan(
         log.info("application stopped")
 
 
+def register_redis_checks(services: Services, health: HealthRegistry) -> None:
+    """A readiness entry for each Redis the rate limiter and the events broker use. Not
+    critical: limits fall back to per-process counts, and without events only subscriptions
+    are refused; readiness shows ``degraded`` and names the entry."""
+    if services.rate_limiter.storage is not None:
+        health.register("rate_limit_redis", services.rate_limiter.check, critical=False)
+    broker = services.broker
+    if isinstance(broker, ListeningBroker):
+        health.register(broker.health_name, broker.check, critical=False)
+
+
 async def _connect(settings: Settings, notes: Notes) -> None:
-    """Connect, retrying the whole sequence with the shared back-off if a step fails (logged
-    with its traceback: a failing migration needs more than the error's type), until ready."""
+    """Connect, retrying the whole sequence with the shared back-off if a step fails. A step
+    that cannot reach a dependency is logged as one line naming it; any other failure with its
+    traceback (a failing migration needs more than the error's type)."""
     await retry_forever(
         partial(_connect_once, settings, notes),
         initial=settings.database.retry_initial_seconds,
@@ -391,8 +432,14 @@ async def _connect(settings: Settings, notes: Notes) -> None:
         log=log,
         retrying="notes API start-up step failed; retrying",
         level=logging.ERROR,
-        describe=lambda error: {"exc_info": error},
+        describe=_startup_failure,
     )
+
+
+def _startup_failure(error: BaseException) -> dict[str, object]:
+    if isinstance(error, DependencyUnavailable):
+        return {"dependency": error.dependency, "reason": error.reason}
+    return {"exc_info": error}
 
 
 async def _connect_once(settings: Settings, notes: Notes) -> None:
@@ -409,12 +456,21 @@ async def _connect_once(settings: Settings, notes: Notes) -> None:
     while not await is_current(engine):
         log.warning("database schema is behind; waiting for `pcf-api migrate`")
         await asyncio.sleep(SCHEMA_POLL_SECONDS)
-    await services.broker.start()
+    await _start_broker(services.broker)
     await notes.authenticator.start()
     notes.admission.open()
     await services.health.check_all()
     services.health.mark_started()
     log.info("notes API ready", database=engine.dialect.name)
+
+
+async def _start_broker(broker: EventBroker) -> None:
+    try:
+        await broker.start()
+    except Exception as error:
+        if not isinstance(broker, ListeningBroker):
+            raise
+        raise DependencyUnavailable(broker.health_name, describe_error(error)) from error
 
 
 def create_event_broker(settings: Settings, password: PasswordSource | None = None) -> EventBroker:
@@ -426,7 +482,11 @@ def create_event_broker(settings: Settings, password: PasswordSource | None = No
     if backend == "redis":
         if settings.events.redis_url is None:
             raise ValueError("events.backend is redis but events.redis_url is not set")
-        return create_broker("redis", settings.events.redis_url.get_secret_value())
+        return create_broker(
+            "redis",
+            settings.events.redis_url.get_secret_value(),
+            redis_timeout=settings.events.redis_timeout_seconds,
+        )
     if backend == "postgres":
         return create_broker("postgres", database_url, password=password)
     return create_broker(backend, None)
@@ -435,14 +495,18 @@ def create_event_broker(settings: Settings, password: PasswordSource | None = No
 def create_verifier(settings: Settings, secrets: SecretFiles | None = None) -> TokenVerifier | None:
     """A verifier for the configured key sources; None when none is configured (then every
     bearer token is refused). Keys: ``auth.jwks_path`` (read now; OSError/ValueError when
-    unusable), else ``auth.jwks_url``, else discovery from ``auth.issuer``; plus the HS256
-    secret when set (from ``secrets``, so that a rotated one takes effect)."""
+    unusable), else ``auth.jwks_url``, else discovery from ``auth.issuer`` when public keys are
+    wanted (``discovers_keys``); plus the HS256 secret when set (from ``secrets``, so that a
+    rotated one takes effect)."""
     auth = settings.auth
     secrets = secrets or SecretFiles.from_settings(settings)
+    secret = secrets.get("auth.hs256_secret")
+    if secret is not None and not secret.value:
+        secret = None  # empty: no HS256 secret (development; refused elsewhere)
     keys: KeySource | None = None
     if auth.jwks_path is not None:
         keys = StaticKeys.from_file(auth.jwks_path)
-    elif auth.jwks_url or auth.issuer:
+    elif auth.jwks_url or discovers_keys(auth, has_secret=secret is not None):
         keys = JwksKeySet(
             jwks_url=auth.jwks_url,
             issuer=auth.issuer,
@@ -450,9 +514,6 @@ def create_verifier(settings: Settings, secrets: SecretFiles | None = None) -> T
             min_refresh_interval=auth.jwks_refresh_min_interval_seconds,
             max_age=auth.jwks_max_age_seconds,
         )
-    secret = secrets.get("auth.hs256_secret")
-    if secret is not None and not secret.value:
-        secret = None  # empty: no HS256 secret (development; refused elsewhere)
     if keys is None and secret is None:
         return None
     return TokenVerifier(
@@ -462,7 +523,19 @@ def create_verifier(settings: Settings, secrets: SecretFiles | None = None) -> T
         leeway=auth.leeway_seconds,
         hs256_secret=secret,
         keys=keys,
+        cache_bytes=auth.token_cache_bytes,
     )
+
+
+def discovers_keys(auth: AuthSettings, *, has_secret: bool) -> bool:
+    """Whether ``auth.issuer`` is asked for its public keys (OIDC discovery): only when public
+    keys are wanted, i.e. without an HS256 secret or with an asymmetric algorithm listed in
+    ``auth.algorithms``. With only a secret, the issuer is the ``iss`` every token must carry,
+    and nothing is fetched (no discovery, no ``identity_keys`` readiness check)."""
+    if auth.issuer is None:
+        return False
+    listed = set(auth.algorithms or ())
+    return not has_secret or bool(listed & ASYMMETRIC_ALGORITHMS)
 
 
 def create_authenticator(settings: Settings, secrets: SecretFiles | None = None) -> Authenticator:
@@ -500,6 +573,7 @@ def create_authorizer(
     cache = DecisionCache(
         ttl=authz.cache_ttl_seconds,
         maxsize=authz.cache_size,
+        max_bytes=authz.cache_bytes,
         stale_window=authz.stale_window_seconds,
         clock=clock,
     )

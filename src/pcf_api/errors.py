@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
     PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
     DOCUMENT_NOT_TRUSTED = "DOCUMENT_NOT_TRUSTED"
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
 
     @property
     def http_status(self) -> int:
@@ -66,6 +67,8 @@ _HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.PERSISTED_QUERY_NOT_FOUND: 404,
     ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED: 400,
     ErrorCode.DOCUMENT_NOT_TRUSTED: 400,
+    # A WebSocket subscription whose client read too slowly: its own pace, not the server's.
+    ErrorCode.SUBSCRIBER_TOO_SLOW: 429,
 }
 
 _CODE_FOR_STATUS: Mapping[int, ErrorCode] = {
@@ -105,6 +108,7 @@ _DEFAULT_MESSAGE: Mapping[ErrorCode, str] = {
     ErrorCode.PERSISTED_QUERY_NOT_FOUND: "No document is known under this hash; send it too.",
     ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED: "Persisted queries are disabled.",
     ErrorCode.DOCUMENT_NOT_TRUSTED: "Only trusted documents are accepted.",
+    ErrorCode.SUBSCRIBER_TOO_SLOW: "The subscription fell behind its events; subscribe again.",
 }
 
 

@@ -20,7 +20,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pcf_api.errors import AppError, ErrorCode, error_body
-from pcf_api.observability.logging import access_log, get_logger, request_credentials
+from pcf_api.observability.logging import (
+    RequestLog,
+    access_log,
+    current_request_log,
+    get_logger,
+    request_credentials,
+)
 from pcf_api.observability.metrics import METRICS_PATH, Metrics, route_label
 from pcf_api.observability.tracecontext import (
     current_span_id,
@@ -97,6 +103,8 @@ class RequestContextMiddleware:
             trace_id = trace_id_for_request(traceparent)
         trace_token = current_trace_id.set(trace_id)
         credentials_token = request_credentials.set(tuple(credentials))
+        request_log = RequestLog()
+        request_log_token = current_request_log.set(request_log)
         trace_header = (b"x-trace-id", trace_id.encode())
         status = 0
         started = time.perf_counter()
@@ -115,7 +123,7 @@ class RequestContextMiddleware:
                 elapsed = time.perf_counter() - started
                 if self.metrics is not None:
                     self.metrics.observe_http(scope["method"], scope["path"], status, elapsed)
-                self._log_access(scope, status, elapsed)
+                self._log_access(scope, status, elapsed, request_log.subject)
             if span is not None:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500 or status == 0:
@@ -125,9 +133,12 @@ class RequestContextMiddleware:
                 current_span.close()
             current_trace_id.reset(trace_token)
             request_credentials.reset(credentials_token)
+            current_request_log.reset(request_log_token)
 
     @staticmethod
-    def _log_access(scope: Scope, status: int, elapsed: float) -> None:
+    def _log_access(scope: Scope, status: int, elapsed: float, subject: str | None) -> None:
+        """One line per request; ``client`` and ``subject`` are rendered as ``log.client_ip``
+        and ``log.subject`` say (``observability.privacy``)."""
         path = scope["path"]
         quiet = path in _QUIET_PATHS and status < 500
         # Probes arrive every few seconds from every kubelet: log them at DEBUG, and skip
@@ -136,16 +147,16 @@ class RequestContextMiddleware:
         if not access_log.is_enabled_for(level):
             return
         client = scope.get("client")
-        access_log.write(
-            level,
-            {
-                "method": scope["method"],
-                "path": path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "client": client[0] if client else None,
-            },
-        )
+        fields = {
+            "method": scope["method"],
+            "path": path,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "client": client[0] if client else None,
+        }
+        if subject is not None:
+            fields["subject"] = subject
+        access_log.write(level, fields)
 
 
 def _credential_parts(value: str) -> list[str]:

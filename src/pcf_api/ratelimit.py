@@ -16,16 +16,25 @@ from enum import StrEnum
 
 import structlog
 from limits import RateLimitItem, WindowStats, parse_many
+from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter as SyncMovingWindow
+from redis.exceptions import RedisError
 
 from pcf_api.config import RateLimitSettings
 from pcf_api.errors import AppError, ErrorCode
+from pcf_api.resilience import CircuitBreaker, CircuitOpenError
 
 log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
-STORAGE_WARNING_INTERVAL = 30.0
+BREAKER_FAILURES = 3
+"""Consecutive storage failures that open the breaker: from then on every decision is made in
+process at once, instead of each request waiting for the storage's timeout."""
+BREAKER_RESET_SECONDS = 5.0
+"""How long the breaker stays open before one request tries the storage again."""
+
+_OUTAGES = (RedisError, OSError, TimeoutError, CircuitOpenError)
 
 
 class Budget(StrEnum):
@@ -46,7 +55,12 @@ class RateLimited(AppError):
 
 
 class RateLimiter:
-    """One moving window per (budget, client): exact counts, no burst at window edges."""
+    """One moving window per (budget, client): exact counts, no burst at window edges.
+
+    With a shared storage (Redis) every call to it is bounded by ``storage_timeout_seconds``
+    and guarded by a circuit breaker. While the storage fails, each process counts the same
+    budgets on its own (``fallback_active``; a client may then get up to N times its budget
+    over N replicas), never none; the switch is logged both ways."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         self.enabled = settings.enabled
@@ -58,16 +72,33 @@ class RateLimiter:
         }
         self.rejections: Counter[Budget] = Counter()
         """Requests refused, per budget (for the metrics)."""
+        self.fallback_active = False
+        """The shared storage is failing: budgets are counted in this process."""
+        self.fallback_decisions = 0
+        """Budget decisions made in process because the shared storage failed (metrics)."""
+        self.local = _InProcessWindow()
+        self.storage: AsyncStorage | None = None
+        self.shared: MovingWindowRateLimiter | None = None
+        self.breaker = CircuitBreaker(
+            "rate_limit_redis",
+            failure_threshold=BREAKER_FAILURES,
+            reset_timeout=BREAKER_RESET_SECONDS,
+        )
         url = settings.storage_url.get_secret_value() if settings.storage_url else "memory://"
-        self.strategy: MovingWindowRateLimiter | _InProcessWindow
-        if url.startswith("memory"):
-            self.strategy = _InProcessWindow()
-        else:
+        if not url.startswith("memory"):
             # redis-py, which the events broker uses already (the default async client is
             # coredis, not installed).
-            storage = storage_from_string(f"async+{url}", implementation="redispy")
-            self.strategy = MovingWindowRateLimiter(storage)
-        self._last_warning = -STORAGE_WARNING_INTERVAL
+            timeout = settings.storage_timeout_seconds
+            storage = storage_from_string(
+                f"async+{url}",
+                implementation="redispy",
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+            if not isinstance(storage, AsyncStorage):
+                raise TypeError(f"not an async rate-limit storage: {type(storage).__name__}")
+            self.storage = storage
+            self.shared = MovingWindowRateLimiter(storage)
 
     async def spend(self, client: str, costs: Mapping[Budget, int]) -> None:
         """Take ``cost`` units from each budget; raises RateLimited at the first that has not
@@ -78,25 +109,64 @@ class RateLimiter:
             if cost <= 0:
                 continue
             for limit in self.limits[budget]:  # e.g. "1000/hour;50/minute": each must allow it
-                if not await self._hit(limit, budget, client, cost):
-                    stats = await self.strategy.get_window_stats(limit, budget.value, client)
-                    retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                allowed, reset_time = await self._hit(limit, budget, client, cost)
+                if not allowed:
+                    retry_after = max(1, math.ceil(reset_time - time.time()))
                     self.rejections[budget] += 1
                     raise RateLimited(budget, limit, retry_after)
 
-    async def _hit(self, limit: RateLimitItem, budget: Budget, client: str, cost: int) -> bool:
-        """Spend from the storage. If the storage (Redis) cannot be reached the request is let
-        through: a limiter outage must not become an outage of the API. Warned every 30 s."""
-        try:
-            return await self.strategy.hit(limit, budget.value, client, cost=cost)
-        except Exception as exc:  # noqa: BLE001 - any storage failure: fail open, loudly
-            now = time.monotonic()
-            if now - self._last_warning >= STORAGE_WARNING_INTERVAL:
-                self._last_warning = now
-                log.warning(
-                    "rate-limit storage unreachable; not limiting", reason=type(exc).__name__
+    async def check(self) -> None:
+        """Health: the shared storage answers a PING (within its timeout)."""
+        if self.storage is not None and not await self.storage.check():
+            raise ConnectionError("the rate-limit storage did not answer PING")
+
+    async def _hit(
+        self, limit: RateLimitItem, budget: Budget, client: str, cost: int
+    ) -> tuple[bool, float]:
+        """Whether the budget allows ``cost``, and when its window next frees a unit (only
+        asked when refused)."""
+        shared = self.shared
+        if shared is not None:
+            try:
+                allowed = await self.breaker.call(
+                    lambda: shared.hit(limit, budget.value, client, cost=cost)
                 )
-            return True
+            except _OUTAGES as error:
+                self._fall_back(error)
+            else:
+                self._shared_again()
+                if allowed:
+                    return True, 0.0
+                try:
+                    stats = await self.breaker.call(
+                        lambda: shared.get_window_stats(limit, budget.value, client)
+                    )
+                except _OUTAGES:
+                    return False, 0.0  # refused all the same; Retry-After is then 1
+                return False, stats.reset_time
+        allowed = await self.local.hit(limit, budget.value, client, cost=cost)
+        reset_time = 0.0
+        if not allowed:
+            reset_time = (await self.local.get_window_stats(limit, budget.value, client)).reset_time
+        return allowed, reset_time
+
+    def _fall_back(self, error: BaseException) -> None:
+        self.fallback_decisions += 1
+        if not self.fallback_active:
+            self.fallback_active = True
+            log.warning(
+                "rate-limit storage unavailable; limiting per process",
+                dependency="rate_limit_redis",
+                reason=type(error).__name__,
+            )
+
+    def _shared_again(self) -> None:
+        if self.fallback_active:
+            self.fallback_active = False
+            log.info(
+                "rate-limit storage available again; limits are shared",
+                dependency="rate_limit_redis",
+            )
 
 
 class _InProcessWindow:

@@ -123,6 +123,16 @@ async def retry_forever(
     return result
 
 
+class DependencyUnavailable(Exception):
+    """A start-up step could not reach ``dependency`` (its readiness entry's name): logged as
+    one line naming it and ``reason``, without a traceback, since the cause is known."""
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        self.dependency = dependency
+        self.reason = reason
+        super().__init__(f"{dependency} is unavailable: {reason}")
+
+
 class Availability:
     """Whether a dependency is up; when down, since when (monotonic seconds)."""
 

@@ -60,6 +60,7 @@ LIVE_KEYS = frozenset(
         "authz.spicedb_preshared_key",
         "metrics.password",
         "tracing.headers",
+        "log.hash_key",
     }
 )
 

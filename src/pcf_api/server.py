@@ -2,9 +2,14 @@
 
 Shutdown sequence, as Kubernetes needs it:
 
-1. the signal arrives: readiness answers 503 at once, requests are still served;
-2. after ``server.drain_seconds`` (load balancers have stopped routing here) the listener closes,
-   so new connections are refused;
+1. the signal arrives: readiness answers 503 at once, requests are still served, but each
+   response says ``Connection: close`` and ends its connection, and a connection kept alive
+   after an earlier response is closed after a second of silence, so that no client sends a
+   request on a connection about to go;
+2. after ``server.drain_seconds`` (load balancers have stopped routing here) the kernel is told
+   to ignore new connection attempts, the connections it had already queued are accepted, and a
+   tick later the listener closes, so new connections are refused (closing a listener resets
+   the connections still in its queue, with their requests already sent);
 3. in-flight requests finish, for at most ``server.shutdown_timeout`` seconds;
 4. the application's shutdown runs (background tasks stop, telemetry is flushed);
 5. the reason is logged and the process exits 0.
@@ -12,17 +17,20 @@ Shutdown sequence, as Kubernetes needs it:
 
 from __future__ import annotations
 
+import array
 import asyncio
 import gc
 import math
 import signal
 import socket
+import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 
-from pcf_api.compat.uvicorn import HookedServer
+from pcf_api.compat.uvicorn import ConnectionLimits, HookedServer
 from pcf_api.composition import build_service
 from pcf_api.config import Settings
 from pcf_api.health import HealthRegistry
@@ -33,6 +41,9 @@ log = get_logger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
+_SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+_DROP_EVERY_PACKET = struct.pack("HBBI", 0x06, 0, 0, 0)  # classic BPF: BPF_RET | BPF_K, 0
+
 
 class DrainingServer(HookedServer):
     """uvicorn's server with a drain period between the signal and closing the listener."""
@@ -40,13 +51,14 @@ class DrainingServer(HookedServer):
     def __init__(
         self,
         config: uvicorn.Config,
+        limits: ConnectionLimits,
         *,
         health: HealthRegistry,
         drain_seconds: float,
         gc_young_threshold: int,
         before_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, limits)
         self.health = health
         self.drain_seconds = drain_seconds
         self.before_close = before_close
@@ -54,9 +66,12 @@ class DrainingServer(HookedServer):
         self.exit_signal: str | None = None
         self._drain_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[socket.socket] = []
+        self._ignoring_new_connections = False
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._listeners = list(sockets or [])
         await super().serve(sockets)
 
     def on_started(self) -> None:
@@ -75,6 +90,7 @@ class DrainingServer(HookedServer):
             self.exit_signal = name
             self.health.begin_shutdown()
             self._drain_until = time.monotonic() + self.drain_seconds
+            self._call_in_loop(self.begin_drain)
             self._call_in_loop(self._log_drain_start)
         else:
             self.request_exit(force=True)
@@ -95,11 +111,29 @@ class DrainingServer(HookedServer):
         log.error("second signal; forcing exit without waiting for requests", signal=name)
 
     async def on_loop_tick(self) -> None:
-        if self.exit_signal and not self.is_exiting and time.monotonic() >= self._drain_until:
-            log.info("drain finished; closing the listener", signal=self.exit_signal)
-            if self.before_close is not None:
-                await self.before_close()
-            self.request_exit()
+        if not self.exit_signal or self.is_exiting or time.monotonic() < self._drain_until:
+            return
+        if self._ignoring_new_connections:
+            self.request_exit()  # a tick later: the queued connections have been accepted
+            return
+        log.info("drain finished; closing the listener", signal=self.exit_signal)
+        if self.before_close is not None:
+            await self.before_close()
+        for listener in self._listeners:
+            ignore_new_connections(listener)
+        self._ignoring_new_connections = True
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """What one HTTP connection may cost, from the ``server.*`` settings."""
+    server = settings.server
+    return ConnectionLimits(
+        max_line_bytes=server.max_header_line_bytes,
+        max_head_bytes=server.max_header_bytes,
+        head_timeout=server.header_timeout_seconds,
+        idle_timeout=server.idle_timeout_seconds,
+        max_connections=server.max_connections,
+    )
 
 
 def settle_garbage_collector(young_threshold: int) -> int:
@@ -119,6 +153,27 @@ def settle_garbage_collector(young_threshold: int) -> int:
     _, middle, old = gc.get_threshold()
     gc.set_threshold(young_threshold, middle, old)
     return gc.get_freeze_count()
+
+
+def ignore_new_connections(listener: socket.socket) -> bool:
+    """Have the kernel drop every packet to ``listener`` (Linux; false elsewhere or if refused).
+
+    A connection attempt then goes unanswered and, retried a second later, meets the closed
+    port (refused), instead of completing into the accept queue just before the close resets
+    it. Connections already queued or accepted are separate sockets and are not affected.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    # The image leaves ctypes out: an array's buffer gives the program's address as well.
+    program = array.array("B", _DROP_EVERY_PACKET)
+    address, _ = program.buffer_info()
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }: copied by the kernel
+    fprog = struct.pack("HP", 1, address)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -167,11 +222,11 @@ def run(settings: Settings, *, version: str) -> int:
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(settings.server.shutdown_timeout),
-        timeout_keep_alive=5,
         ws_max_size=1_048_576,  # subscription messages are capped at 1 MiB
     )
     server = DrainingServer(
         config,
+        connection_limits(settings),
         health=service.health,
         drain_seconds=settings.server.drain_seconds,
         before_close=service.before_close,

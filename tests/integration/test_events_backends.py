@@ -3,7 +3,9 @@
 Two brokers on one server stand for two replicas: an event published on either reaches the
 subscribers of both, in publish order and complete, however large (up to 1 MiB; PostgreSQL
 chunks what does not fit in one NOTIFY). The listener survives its connection being killed,
-cut or going silent: subscriptions stay open and events published once it is back arrive.
+cut or going silent: the subscriptions open then end, told why (their events would be missed),
+new ones are refused until it is back, and then receive every later event. A Redis that hangs
+or is stopped mid-run never costs a publish more than the timeout.
 
 The servers must be running (CI starts them): an unreachable server fails these tests.
 PCF_TEST_POSTGRES_URL and PCF_TEST_REDIS_URL override where they are.
@@ -18,6 +20,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from itertools import count
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,14 +29,17 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
+from pcf_api.resilience import BreakerState
 from pcf_api.store.events import (
     MAX_EVENT_BYTES,
+    EventsUnavailable,
     PostgresBroker,
     RedisBroker,
     Subscription,
 )
 from pcf_api.store.models import EventKind, Note, NoteEvent, new_note_id
 from support.logs import LogCapture, capture_logs
+from support.redis import private_redis, silent_listener
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -416,7 +422,43 @@ class TestLifecycle:
         assert PRIVATE not in logs.text()
 
 
+async def ended_by_the_loss(subscription: Subscription) -> str:
+    """Waits for ``subscription`` to end because its events stopped arriving; the reason."""
+    async with asyncio.timeout(10):
+        async for _ in subscription:
+            pass
+    assert subscription.interruption is not None
+    assert not subscription.dropped
+    return subscription.interruption
+
+
+async def until_listening(broker: Broker) -> None:
+    """Until the broker's health check passes again: its listener is back."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await broker.check()
+            except ConnectionError:
+                await asyncio.sleep(0.05)
+            else:
+                return
+
+
+async def delivers_again(publisher: Broker, listener: Broker) -> None:
+    """Once the listener is back, a new subscription receives every later event."""
+    await until_listening(listener)
+    async with listener.subscribe() as subscription:
+        await wait_until_delivering(publisher, subscription)
+        later = [note_event(kind) for kind in EventKind]
+        for item in later:
+            await publisher.publish(item)
+        assert await take(subscription, 3) == later
+
+
 class TestReconnection:
+    """Losing the server ends every subscription, told why (its events would be missed), and
+    refuses new ones until the listener is back; then subscriptions receive events again."""
+
     @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
     async def test_the_listener_returns_after_its_backend_is_terminated(
         self, channel: str, logs: LogCapture, brokers: BrokerFactory
@@ -433,20 +475,15 @@ class TestReconnection:
                 assert await connection.fetchval("SELECT pg_terminate_backend($1)", pid)
             finally:
                 await connection.close()
+            await ended_by_the_loss(subscription)
 
-            await wait_until_delivering(broker, subscription)
-            later = [note_event(kind) for kind in EventKind]
-            for item in later:
-                await broker.publish(item)
-            assert await take(subscription, 3) == later
-            assert broker.subscriber_count == 1
-            [new_pid] = await listener_backends(channel)
-            assert new_pid != pid
-
+        await delivers_again(broker, broker)
+        [new_pid] = await listener_backends(channel)
+        assert new_pid != pid
         [lost] = logs.find("events listener lost its connection; reconnecting")
-        assert lost["level"] == "WARN"
-        assert lost["backend"] == "postgres"
-        assert logs.find("events listener reconnected; events published meanwhile were missed")
+        assert (lost["level"], lost["backend"]) == ("WARN", "postgres")
+        assert lost["dependency"] == "events_postgres"
+        assert logs.find("events listener reconnected; subscriptions are accepted again")
 
     async def test_the_listener_returns_after_its_connection_is_cut(
         self, backend: str, logs: LogCapture, brokers: BrokerFactory
@@ -456,13 +493,10 @@ class TestReconnection:
             listener = await brokers(proxy.url)
             async with listener.subscribe() as subscription:
                 proxy.sever()
-                await wait_until_delivering(publisher, subscription)
-                later = [note_event(kind) for kind in EventKind]
-                for item in later:
-                    await publisher.publish(item)
-                assert await take(subscription, 3) == later
+                await ended_by_the_loss(subscription)
+            await delivers_again(publisher, listener)
         assert logs.find("events listener lost its connection; reconnecting")
-        assert logs.find("events listener reconnected; events published meanwhile were missed")
+        assert logs.find("events listener reconnected; subscriptions are accepted again")
 
     async def test_the_listener_notices_a_silent_connection_and_retries_until_back(
         self, backend: str, logs: LogCapture, brokers: BrokerFactory
@@ -476,28 +510,25 @@ class TestReconnection:
                 assert await take(subscription, 1) == [first]
 
                 proxy.freeze()
+                reason = await ended_by_the_loss(subscription)
                 await eventually(
                     lambda: len(logs.find("events listener cannot reconnect; retrying")) >= 2
                 )
                 [lost] = logs.find("events listener lost its connection; reconnecting")
-                assert (
-                    lost["error"]
-                    == {
-                        "postgres": "TimeoutError",  # the probe's SELECT 1
-                        "redis": "TimeoutError: the server did not answer PING",
-                    }[backend]
-                )
+                expected = {
+                    "postgres": "TimeoutError",  # the probe's SELECT 1
+                    "redis": "TimeoutError: the server did not answer PING",
+                }[backend]
+                assert lost["error"] == reason == expected
+                with pytest.raises(ConnectionError):
+                    await listener.check()
                 proxy.thaw()
 
-                await wait_until_delivering(publisher, subscription)
-                later = [note_event(kind) for kind in EventKind]
-                for item in later:
-                    await publisher.publish(item)
-                assert await take(subscription, 3) == later
+            await delivers_again(publisher, listener)
         retries = logs.find("events listener cannot reconnect; retrying")
         assert [line["attempt"] for line in retries[:2]] == [1, 2]
         assert all(0 < line["retry_in_seconds"] <= 0.5 for line in retries)
-        assert logs.find("events listener reconnected; events published meanwhile were missed")
+        assert logs.find("events listener reconnected; subscriptions are accepted again")
 
     async def test_the_listener_is_quietly_probed_while_nothing_happens(
         self, logs: LogCapture, brokers: BrokerFactory
@@ -509,3 +540,50 @@ class TestReconnection:
             await broker.publish(item)
             assert await take(subscription, 1) == [item]
         assert not logs.find("events listener lost its connection; reconnecting")
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+class TestRedisOutages:
+    """A Redis that hangs or is stopped mid-run: never a silent loss, never a long wait."""
+
+    async def test_start_against_a_redis_that_never_answers_fails_within_the_timeout(
+        self, brokers: BrokerFactory
+    ) -> None:
+        with silent_listener() as url:
+            broker = await brokers(url, start=False, timeout=0.3)
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                await broker.start()
+            assert asyncio.get_running_loop().time() - began < 1.0
+            with pytest.raises(ConnectionError, match="TimeoutError"):
+                await broker.check()
+
+    async def test_a_redis_stopped_mid_run_ends_subscriptions_and_refuses_new_ones(
+        self, brokers: BrokerFactory, tmp_path: Path
+    ) -> None:
+        with private_redis(tmp_path) as server:
+            broker = await brokers(server.url, timeout=0.3)
+            await broker.check()
+            async with broker.subscribe() as subscription:
+                server.stop()
+                assert (await ended_by_the_loss(subscription)).startswith("ConnectionError")
+            with pytest.raises(ConnectionError):
+                await broker.check()
+            async with broker.subscribe() as refused:
+                assert [item async for item in refused] == []
+                assert refused.interruption is not None
+
+            loop = asyncio.get_running_loop()
+            waits = []
+            for _ in range(RedisBroker.BREAKER_FAILURES + 3):
+                began = loop.time()
+                with pytest.raises(EventsUnavailable):
+                    await broker.publish(note_event())
+                waits.append(loop.time() - began)
+            assert max(waits) < 0.3 + 0.2
+            assert broker.breaker.state is BreakerState.OPEN
+
+            server.start()
+            broker.breaker.reset_timeout = 0.1
+            await asyncio.sleep(0.15)
+            await delivers_again(broker, broker)

@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from support import grafana
+from support.databases import postgres_database
 from support.pgcluster import PrivateCluster
 from support.prometheus import DASHBOARD, JOB, RULES, Prometheus, finite
 from support.promql import Selector, selectors
+from support.redis import PrivateRedis, private_redis
 from support.servers import DEV_JSON, ServerFactory, free_port
 from support.wsclient import SubscriptionClient
 
@@ -56,6 +60,7 @@ DATABASE_ALERTS = {
     "PcfApiAvailabilityBudgetFastBurn",
     "PcfApiAvailabilityBudgetSlowBurn",
 }
+REDIS_ALERTS = {"PcfApiRedisUnavailable"}
 FLAPPING_ALERTS = {"PcfApiReadinessFlapping"}
 LATENCY_ALERTS = {
     "PcfApiLatencyBudgetFastBurn",
@@ -96,6 +101,14 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
     yield start
     for prometheus in started:
         prometheus.stop()
+
+
+@pytest.fixture
+def rate_limit_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    with private_redis(directory) as server:
+        yield server
 
 
 @pytest.fixture
@@ -196,7 +209,10 @@ def _selector_problems(series_of: Series, selector: Selector, where: str) -> lis
 
 
 async def test_every_dashboard_and_rule_expression_returns_data_from_a_live_service(
-    server_factory: ServerFactory, prometheus_for: Callable[[int], Prometheus], tmp_path: Path
+    server_factory: ServerFactory,
+    prometheus_for: Callable[[int], Prometheus],
+    tmp_path: Path,
+    rate_limit_redis: PrivateRedis,
 ) -> None:
     server = server_factory(
         {
@@ -204,6 +220,7 @@ async def test_every_dashboard_and_rule_expression_returns_data_from_a_live_serv
             "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/notes.db",
             "PCF_HEALTH__CHECK_INTERVAL_SECONDS": "1",
             "PCF_RATE_LIMIT__SEARCH": "3/minute",
+            "PCF_RATE_LIMIT__STORAGE_URL": rate_limit_redis.url,
         }
     )
     server.wait_until_ready()
@@ -290,11 +307,14 @@ async def test_the_database_alerts_fire_on_a_live_service_whose_database_goes_aw
     server_factory: ServerFactory,
     prometheus_for: Callable[[int], Prometheus],
     cluster: PrivateCluster,
+    rate_limit_redis: PrivateRedis,
 ) -> None:
+    """The database and, at the same moment, the rate limiter's Redis go away."""
     server = server_factory(
         {
             **DEV_JSON,
             "PCF_DATABASE__URL": cluster.url,
+            "PCF_RATE_LIMIT__STORAGE_URL": rate_limit_redis.url,
             "PCF_HEALTH__CHECK_INTERVAL_SECONDS": "0.5",
             "PCF_AUTHZ__STALE_WINDOW_SECONDS": "1",
             "PCF_DATABASE__WRITE_QUEUE_SIZE": "4",
@@ -306,6 +326,7 @@ async def test_the_database_alerts_fire_on_a_live_service_whose_database_goes_aw
     await asyncio.to_thread(_drive_traffic_while_healthy, server.url)
 
     cluster.stop()
+    rate_limit_redis.stop()
     stop_reading = threading.Event()
     reader = threading.Thread(target=_fail_reads_until, args=(server.url, stop_reading))
     writes: list[Any] = []
@@ -321,14 +342,15 @@ async def test_the_database_alerts_fire_on_a_live_service_whose_database_goes_aw
     try:
         await asyncio.to_thread(
             prometheus.eventually,
-            lambda: set(prometheus.active_alerts()) >= DATABASE_ALERTS,
-            f"alerts {sorted(DATABASE_ALERTS)} active",
+            lambda: set(prometheus.active_alerts()) >= DATABASE_ALERTS | REDIS_ALERTS,
+            f"alerts {sorted(DATABASE_ALERTS | REDIS_ALERTS)} active",
             60.0,
         )
     finally:
         stop_reading.set()
         reader.join()
         cluster.start()
+        rate_limit_redis.start()
         for writer in writers:
             writer.join(timeout=60)
     assert len(writes) == 4, writes
@@ -415,5 +437,92 @@ async def test_latency_and_process_alerts_fire_on_a_live_service(
 
 
 def test_the_trouble_tests_make_every_alert_fire() -> None:
-    fired = DATABASE_ALERTS | FLAPPING_ALERTS | LATENCY_ALERTS | PROCESS_ALERTS
+    fired = DATABASE_ALERTS | REDIS_ALERTS | FLAPPING_ALERTS | LATENCY_ALERTS | PROCESS_ALERTS
     assert fired == {rule["alert"] for rule in rules() if "alert" in rule}
+
+
+FLOOD_SECRET = "flood-test-hs256-secret-0123456789abcdef"
+
+
+def _invalid_requests() -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """(body, headers) of requests that are the client's fault, one of each kind the issue
+    found counted as server failures: NUL in text and in a token's subject, page sizes out of
+    range, and time claims of the wrong type."""
+    now = int(time.time())
+
+    def token(**claims: Any) -> dict[str, str]:
+        encoded = jwt.encode({"sub": "alice", "exp": now + 300, **claims}, FLOOD_SECRET, "HS256")
+        return {"Authorization": f"Bearer {encoded}"}
+
+    limit = "query Paging($n: Int) { notes(limit: $n) { totalCount } }"
+    search = "query Finding($q: String!) { searchNotes(query: $q) { id } }"
+    note = {"title": "t", "content": "a\x00", "author": "alice"}
+    return [
+        ({"query": CREATE, "variables": {"i": note}}, {}),
+        ({"query": search, "variables": {"q": "a\x00"}}, {}),
+        ({"query": limit, "variables": {"n": 1e20}}, {}),
+        ({"query": limit, "variables": {"n": 2**63}}, {}),
+        ({"query": limit, "variables": {"n": 2**31}}, {}),
+        ({"query": limit, "variables": {"n": 2**31 - 1}}, {}),
+        ({"query": LIST}, token(sub="ali\x00ce")),
+        ({"query": LIST}, token(exp=str(now + 300))),
+        ({"query": LIST}, token(exp=1e300)),
+    ]
+
+
+def _flood(url: str, seconds: float) -> int:
+    """Send the invalid requests round after round for ``seconds``; the number sent."""
+    requests = _invalid_requests()
+    sent = 0
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while time.monotonic() < deadline:
+            for body, headers in requests:
+                response = client.post("/graphql", json=body, headers=headers)
+                assert 400 <= response.status_code < 500, response.text
+                sent += 1
+    return sent
+
+
+def _graphql_requests_by_status(url: str) -> dict[str, float]:
+    exposition = httpx.get(f"{url}/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "graphql_request_total":
+                status = sample.labels["status"]
+                totals[status] = totals.get(status, 0.0) + sample.value
+    return totals
+
+
+async def test_a_flood_of_invalid_input_leaves_the_availability_error_ratio_at_zero(
+    server_factory: ServerFactory, prometheus_for: Callable[[int], Prometheus]
+) -> None:
+    with postgres_database() as url:
+        server = server_factory(
+            {
+                **DEV_JSON,
+                "PCF_DATABASE__URL": url,
+                "PCF_AUTH__HS256_SECRET": FLOOD_SECRET,
+                "PCF_RATE_LIMIT__ENABLED": "false",  # every request reaches the input checks
+            }
+        )
+        server.wait_until_ready()
+        prometheus = prometheus_for(server.port)
+
+        sent = await asyncio.to_thread(_flood, server.url, 3.0)
+
+        by_status = _graphql_requests_by_status(server.url)
+        server_side = {status: by_status.get(status, 0.0) for status in SERVER_SIDE.split("|")}
+        assert server_side == dict.fromkeys(server_side, 0.0), by_status
+        assert by_status.get("INVALID_INPUT", 0) + by_status.get("UNAUTHORIZED", 0) >= sent
+        ratio = f'pcf_api:slo_availability_errors:ratio_rate5m{{job="{JOB}"}}'
+        seen = f'sum(increase(graphql_request_total{{job="{JOB}"}}[5m]))'
+
+        def flood_recorded() -> bool:
+            return (prometheus.value(seen) or 0) >= sent / 2 and prometheus.value(ratio) is not None
+
+        await asyncio.to_thread(
+            prometheus.eventually, flood_recorded, "the flood in the recorded error ratio"
+        )
+        assert prometheus.value(ratio) == 0.0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ import jwt
 import pytest
 
 from support.databases import postgres_database
+from support.rawhttp import RawConnection
 from support.servers import DEV_JSON, PCF_API, ServerFactory, clean_environ
 
 IN_FLIGHT = 20
@@ -75,6 +78,80 @@ def test_sigterm_drains_then_refuses_new_connections_and_finishes_in_flight_requ
     assert lines[-1]["message"] == "stopped"
     assert lines[-1]["signal"] == "SIGTERM"
     assert lines[-1]["level"] == "INFO"
+
+
+LOOPING_CLIENTS = 50
+
+
+@dataclass
+class _Tally:
+    """What one looping client saw."""
+
+    completed: int = 0
+    in_drain: int = 0
+    kept_open_in_drain: int = 0
+    cut_mid_request: list[str] = field(default_factory=list)
+    refused_at: float | None = None
+
+
+async def _loop_on_keep_alive(port: int, signalled: list[float]) -> _Tally:
+    """Request `/health` over one keep-alive connection after another until refused."""
+    loop = asyncio.get_running_loop()
+    tally = _Tally()
+    connection: RawConnection | None = None
+    while True:
+        if connection is None:
+            try:
+                connection = await RawConnection.open(port)
+            except ConnectionRefusedError:
+                tally.refused_at = loop.time()
+                return tally
+        sent = loop.time()
+        try:
+            reply = await connection.request()
+        except ConnectionError as exc:  # the request was sent: this one is lost
+            tally.cut_mid_request.append(repr(exc))
+            connection.close()
+            connection = None
+            continue
+        tally.completed += 1
+        if signalled and sent > signalled[0] + 0.1:  # the server has seen the signal
+            tally.in_drain += 1
+            tally.kept_open_in_drain += not reply.closes
+        if reply.closes:
+            connection.close()
+            connection = None
+
+
+def test_sigterm_under_keep_alive_load_loses_no_request_and_closes_every_drained_connection(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(
+        {**DEV_JSON, "PCF_SERVER__DRAIN_SECONDS": str(DRAIN), "PCF_LOG__LEVEL": "WARNING"}
+    )
+    server.wait_until_ready()
+
+    async def scenario() -> tuple[list[_Tally], float]:
+        loop = asyncio.get_running_loop()
+        signalled: list[float] = []
+        clients = [
+            asyncio.ensure_future(_loop_on_keep_alive(server.port, signalled))
+            for _ in range(LOOPING_CLIENTS)
+        ]
+        await asyncio.sleep(1.0)
+        server.terminate()
+        signalled.append(loop.time())
+        async with asyncio.timeout(DRAIN + 20):
+            return await asyncio.gather(*clients), signalled[0]
+
+    tallies, signalled = asyncio.run(scenario())
+    assert [cut for tally in tallies for cut in tally.cut_mid_request] == []
+    assert all(tally.in_drain > 0 for tally in tallies), "every client kept being served"
+    assert sum(tally.kept_open_in_drain for tally in tallies) == 0
+    refused = [tally.refused_at for tally in tallies if tally.refused_at is not None]
+    assert len(refused) == LOOPING_CLIENTS
+    assert min(refused) >= signalled + DRAIN - 0.05, "the listener closed before the drain ended"
+    assert server.wait(timeout=30) == 0
 
 
 def test_sigint_also_stops_gracefully_with_exit_code_zero(server_factory: ServerFactory) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -424,7 +425,7 @@ async def test_connection_init_without_a_valid_token_closes_with_4403(
         await client.connection_init(payload)
         code, messages = await client.closed()
     assert (code, messages) == (4403, [])
-    refusals = [line for line in server.log_lines() if line.get("message") == "websocket refused"]
+    refusals = server.wait_for_log("websocket refused")
     assert [line["code"] for line in refusals] == ["UNAUTHORIZED"]
     assert not [line for line in server.log_lines() if line["level"] in ("ERROR", "FATAL")]
 
@@ -540,7 +541,7 @@ async def test_a_browser_origin_that_is_not_allowed_is_refused_at_the_upgrade(
         async with SubscriptionClient(_ws_url(server), headers=headers, init=False):
             pass
     assert refused.value.response.status_code == 403
-    refusals = [line for line in server.log_lines() if line.get("message") == "websocket refused"]
+    refusals = server.wait_for_log("websocket refused")
     assert [(line["code"], line["origin"]) for line in refusals] == [("FORBIDDEN", origin)]
 
 
@@ -576,3 +577,62 @@ async def test_without_an_allowed_pattern_every_browser_origin_is_refused(
     assert refused.value.response.status_code == 403
     async with SubscriptionClient(_ws_url(server), init_payload={"authToken": token}) as client:
         await _sees_a_create(client, server, token)
+
+
+async def test_a_subscriber_that_stops_reading_is_ended_with_subscriber_too_slow(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(
+        {
+            **DEV_JSON,
+            "PCF_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/n.db",
+            "PCF_SUBSCRIPTIONS__QUEUE_EVENTS": "4",
+            "PCF_RATE_LIMIT__MUTATIONS": "1000/minute",
+        }
+    )
+    server.wait_until_ready()
+    large = "😀" * 10_000  # 120 kB of JSON per event (as \ud83d\ude00)
+    # A small receive buffer (no autotuning), one message read ahead and no compression: once
+    # the server's send buffer (at most 4 MiB) is full too, its queue for this subscriber fills.
+    small = socket.create_connection(("127.0.0.1", server.port))
+    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)
+    async with (
+        httpx.AsyncClient(base_url=server.url) as http,
+        SubscriptionClient(
+            _ws_url(server), connect_options={"sock": small, "max_queue": 1, "compression": None}
+        ) as idle,
+        SubscriptionClient(_ws_url(server)) as reading,
+    ):
+        await idle.subscribe("1", "subscription { noteCreated { id content } }")
+        await reading.subscribe("1", "subscription { noteCreated { id } }")
+        await _settle()
+        created = []
+        for index in range(80):  # `idle` reads nothing meanwhile: its socket backs up
+            response = await http.post(
+                "/graphql",
+                json={
+                    "query": CREATE,
+                    "variables": {"i": {"title": f"n{index}", "content": large, "author": "alice"}},
+                },
+            )
+            created.append(response.json()["data"]["createNote"]["id"])
+            assert await reading.next_data() == ("1", {"noteCreated": {"id": created[-1]}})
+
+        delivered = []
+        while (message := await idle.receive())["type"] == "next" and "errors" not in message[
+            "payload"
+        ]:
+            delivered.append(message["payload"]["data"]["noteCreated"]["id"])
+        (error,) = message["payload"]["errors"]
+        assert error["extensions"]["code"] == "SUBSCRIBER_TOO_SLOW"
+        assert await idle.receive() == {"id": "1", "type": "complete"}
+        # What was queued arrived, in order, then the end: a prefix, never a gap.
+        assert delivered == created[: len(delivered)]
+        assert len(delivered) < len(created)
+    line = next(
+        line
+        for line in server.log_lines()
+        if line["message"] == "dropped an events subscriber that fell behind"
+    )
+    assert line["backend"] == "subscriptions"
+    assert line["queue_size"] == 4

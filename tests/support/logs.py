@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from pcf_api.observability.logging import configure_logging, scrubber
+from pcf_api.observability.logging import configure_logging, flush_logs, scrubber
 
 
 class LogCapture:
@@ -20,6 +20,7 @@ class LogCapture:
 
     def records(self, message: str | None = None) -> list[dict[str, Any]]:
         """Every line written, parsed; only those with ``message`` when it is given."""
+        flush_logs()
         lines = [json.loads(line) for line in self._stream.getvalue().splitlines() if line.strip()]
         return [line for line in lines if message is None or line.get("message") == message]
 
@@ -32,6 +33,7 @@ class LogCapture:
         ]
 
     def text(self) -> str:
+        flush_logs()
         return self._stream.getvalue()
 
 

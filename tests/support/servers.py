@@ -87,6 +87,16 @@ class ServerProcess:
         lines = [line for line in self.output().splitlines() if line.strip()]
         return [json.loads(line) for line in lines]
 
+    def wait_for_log(self, message: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The JSON lines whose message is ``message``, once there is one: output goes through
+        a log queue and a writer thread, so a line appears shortly after what caused it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.log_lines() if line.get("message") == message]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
 
 class ServerFactory(Protocol):
     """The ``server_factory`` fixture: ``server_factory(env, *args)`` starts a server."""

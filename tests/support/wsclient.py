@@ -30,17 +30,23 @@ class SubscriptionClient:
         *,
         init_payload: dict[str, Any] | None = None,
         init: bool = True,
+        connect_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.protocol = protocol
         self.headers = headers or {}
         self.init_payload = init_payload or {}
         self.init = init
+        self.connect_options = connect_options or {}
+        """More arguments for ``websockets.connect`` (e.g. ``sock``, ``max_queue``)."""
         self.socket: Any = None
 
     async def __aenter__(self) -> SubscriptionClient:
         self.socket = await websockets.connect(
-            self.url, subprotocols=[Subprotocol(self.protocol)], additional_headers=self.headers
+            self.url,
+            subprotocols=[Subprotocol(self.protocol)],
+            additional_headers=self.headers,
+            **self.connect_options,
         )
         if self.init:
             await self.connection_init()

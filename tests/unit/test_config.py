@@ -311,6 +311,32 @@ def test_environment_variables_without_the_pcf_prefix_are_ignored() -> None:
     assert loaded.settings.server.port == 8080
 
 
+# --- PORT, as platforms set it ----------------------------------------------------------------
+
+
+def test_the_plain_port_variable_sets_the_server_port(write_toml: Any) -> None:
+    config = write_toml("[server]\nport = 8123\n")
+
+    loaded = load({**DEVELOPMENT_ENV, "PORT": "9321", "PCF_CONFIG": str(config)})
+
+    assert loaded.settings.server.port == 9321
+    assert loaded.sources["server.port"] == Source("env", "PORT")
+
+
+def test_pcf_server_port_and_the_port_flag_win_over_port() -> None:
+    environ = {**DEVELOPMENT_ENV, "PORT": "9321", "PCF_SERVER__PORT": "9322"}
+    assert load(environ).settings.server.port == 9322
+    flagged = load({**DEVELOPMENT_ENV, "PORT": "9321"}, cli={"server.port": "9323"})
+    assert flagged.settings.server.port == 9323
+    assert flagged.sources["server.port"] == Source("cli", "--port")
+
+
+def test_an_invalid_port_variable_is_named_in_the_error() -> None:
+    message = config_error({**SAFE_PRODUCTION_ENV, "PORT": "http"})
+
+    assert "server.port = 'http' (env PORT)" in message
+
+
 # --- PCF_CONFIG -------------------------------------------------------------------------------
 
 
@@ -598,6 +624,48 @@ def test_out_of_range_and_unknown_choices_are_rejected_naming_key_and_variable(
     message = config_error({**SAFE_PRODUCTION_ENV, variable: value})
 
     assert f"{key} = '{value}' (env {variable})" in message
+
+
+def test_scrubbing_is_set_from_a_comma_separated_list_and_an_empty_one_turns_it_off() -> None:
+    assert load(SAFE_PRODUCTION_ENV).settings.log.scrub == ["email", "card"]
+    only_cards = load({**SAFE_PRODUCTION_ENV, "PCF_LOG__SCRUB": " card ,"}).settings.log
+    assert only_cards.scrub == ["card"]
+    assert load({**SAFE_PRODUCTION_ENV, "PCF_LOG__SCRUB": ""}).settings.log.scrub == []
+
+
+def test_scrub_patterns_from_the_environment_are_one_per_line_so_they_may_hold_commas() -> None:
+    patterns = "\n".join([r"order-\d{4,8}", "", r"(?:ab|cd),x"])
+
+    loaded = load({**SAFE_PRODUCTION_ENV, "PCF_LOG__SCRUB_PATTERNS": patterns})
+
+    assert loaded.settings.log.scrub_patterns == [r"order-\d{4,8}", r"(?:ab|cd),x"]
+
+
+def test_scrub_patterns_in_toml_are_a_list(write_toml: Any) -> None:
+    config = write_toml("[log]\nscrub_patterns = ['order-\\d+', 'a,b']\n")
+
+    loaded = load(SAFE_PRODUCTION_ENV, config_file=config)
+
+    assert loaded.settings.log.scrub_patterns == [r"order-\d+", "a,b"]
+
+
+def test_a_scrub_pattern_that_is_not_a_regular_expression_is_refused_naming_it() -> None:
+    message = config_error({**SAFE_PRODUCTION_ENV, "PCF_LOG__SCRUB_PATTERNS": "order-(\\d+"})
+
+    assert "log.scrub_patterns" in message
+    assert "not a regular expression: 'order-(\\\\d+'" in message
+
+
+def test_a_header_line_limit_above_the_whole_head_limit_is_refused() -> None:
+    message = config_error(
+        {
+            **SAFE_PRODUCTION_ENV,
+            "PCF_SERVER__MAX_HEADER_LINE_BYTES": "32768",
+            "PCF_SERVER__MAX_HEADER_BYTES": "16384",
+        }
+    )
+
+    assert "max_header_line_bytes must not exceed max_header_bytes" in message
 
 
 def test_every_invalid_value_is_reported_at_once() -> None:
@@ -1196,6 +1264,7 @@ def test_known_keys_marks_exactly_the_secrets() -> None:
         "database.password",
         "events.redis_url",
         "graphql.persisted_queries_redis_url",
+        "log.hash_key",
         "metrics.password",
         "rate_limit.storage_url",
         "tracing.headers",

@@ -48,6 +48,7 @@ SPEC_STATUS = {
     "PERSISTED_QUERY_NOT_FOUND": 404,
     "PERSISTED_QUERY_NOT_SUPPORTED": 400,
     "DOCUMENT_NOT_TRUSTED": 400,
+    "SUBSCRIBER_TOO_SLOW": 429,
 }
 
 ISO_UTC_MILLIS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -283,4 +284,14 @@ class TestStoreErrors:
     def test_errors_other_than_the_store_s_keep_their_codes(
         self, original: Exception, code: str
     ) -> None:
-        assert error_code(GraphQLError("x", original_error=original)) is ErrorCode(code)
+        raised = GraphQLError("x", path=["notes"], original_error=original)
+        assert error_code(raised) is ErrorCode(code)
+
+    def test_an_exception_raised_before_any_resolver_is_the_client_s(self) -> None:
+        """Validation wraps what a scalar raised on the client's literal (``int()`` refusing a
+        5000-digit number): no path, so no resolver failed, and it is INVALID_INPUT."""
+        message = "Expected value of type 'Int', but encountered error 'Exceeds the limit'"
+        wrapped = GraphQLError(message, original_error=ValueError("Exceeds the limit"))
+
+        assert error_code(wrapped) is ErrorCode.INVALID_INPUT
+        assert format_error(wrapped, "t" * 32)["message"] == message

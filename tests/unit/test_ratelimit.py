@@ -49,13 +49,15 @@ async def test_a_disabled_limiter_refuses_nothing() -> None:
     assert limiter.rejections == {}
 
 
-async def test_an_unreachable_storage_lets_requests_through_and_says_so() -> None:
+async def test_an_unreachable_storage_still_limits_in_process_and_says_so() -> None:
     limiter = RateLimiter(
         RateLimitSettings(search="1/minute", storage_url=SecretStr("redis://127.0.0.1:1/0"))
     )
     with capture_logs() as logs:
-        for _ in range(3):
-            await limiter.spend("alice", {Budget.SEARCH: 1})
-    (warning,) = logs.find("rate-limit storage unreachable; not limiting")
+        await limiter.spend("alice", {Budget.SEARCH: 1})
+        for _ in range(2):
+            with pytest.raises(RateLimited):
+                await limiter.spend("alice", {Budget.SEARCH: 1})
+    (warning,) = logs.find("rate-limit storage unavailable; limiting per process")
     assert warning["level"] == "WARN"
-    assert limiter.rejections == {}
+    assert limiter.rejections == {Budget.SEARCH: 2}

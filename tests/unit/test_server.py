@@ -1,14 +1,16 @@
-"""The process-level parts of serving: how the garbage collector is set once start-up is done."""
+"""The process-level parts of serving: how the garbage collector is set once start-up is done,
+how the listener stops taking connections."""
 
 from __future__ import annotations
 
 import gc
+import socket
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from pcf_api.server import settle_garbage_collector
+from pcf_api.server import ignore_new_connections, settle_garbage_collector
 
 
 @pytest.fixture
@@ -53,3 +55,19 @@ def test_the_young_generation_threshold_is_raised_and_the_others_kept(
     settle_garbage_collector(25_000)
 
     assert gc.get_threshold() == (25_000, middle, old)
+
+
+def test_a_listener_told_to_ignore_new_connections_still_hands_over_those_it_queued() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = listener.getsockname()
+        with socket.create_connection(address, timeout=1) as queued:
+            assert ignore_new_connections(listener)
+
+            with pytest.raises(TimeoutError):  # unanswered, not queued to be reset at the close
+                socket.create_connection(address, timeout=0.3)
+            accepted, _ = listener.accept()
+            with accepted:
+                queued.sendall(b"GET / HTTP/1.1\r\n")
+                assert accepted.recv(64) == b"GET / HTTP/1.1\r\n"

@@ -1,8 +1,9 @@
 """``is_authorized``'s core: cached decisions over a backend, and what happens when it is away.
 
 Decisions are cached per (subject, resource, action) for ``ttl`` seconds (5 minutes; fixed in
-production), in a bounded LRU, and dropped for a resource as soon as its relationships change
-through this process (create, share, unshare, delete).
+production), in an LRU bounded in count and in bytes (a subject is what a token says), and
+dropped for a resource as soon as its relationships change through this process (create, share,
+unshare, delete).
 
 Outage rule. When the backend cannot be asked, decisions come from the cache — including stale
 ones — while the outage is younger than ``stale_window`` (5 minutes). To make that possible an
@@ -19,14 +20,16 @@ entries expire (at most ``ttl`` later) unless ``invalidate`` is called from a sh
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 import httpx
-from cachetools import TTLCache
 
 from pcf_api.auth.policy import (
     NOTE,
@@ -38,9 +41,14 @@ from pcf_api.auth.policy import (
 )
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.resilience import Availability
+from pcf_api.sizing import BytesCache, text_bytes
 
 DEFAULT_TTL_SECONDS = 300.0
 DEFAULT_STALE_WINDOW_SECONDS = 300.0
+DEFAULT_CACHE_BYTES = 32 * 1_048_576
+INDEX_ENTRY_BYTES = 320
+"""The invalidation index's cost per entry at most: a set of its own for the resource and the
+dictionary slot that holds it."""
 
 
 class AuthzHealth(StrEnum):
@@ -97,6 +105,7 @@ class Decision:
 
 
 CacheKey = tuple[str, Resource, Action]
+_MIN_REINDEX = 16
 
 
 class CachedDecision(NamedTuple):
@@ -109,14 +118,25 @@ class _Entry(NamedTuple):
     decided_at: float
 
 
+def decision_bytes(key: CacheKey, entry: _Entry) -> int:
+    """A cached decision's memory, its place in the invalidation index included. The key counts
+    twice: the index may still hold as many evicted keys as the cache holds live ones."""
+    subject, resource, _ = key
+    key_bytes = sys.getsizeof(key) + text_bytes(subject) + sys.getsizeof(resource)
+    if resource.id is not None:
+        key_bytes += text_bytes(resource.id)
+    entry_bytes = sys.getsizeof(entry) + sys.getsizeof(entry.decided_at)
+    return 2 * key_bytes + entry_bytes + INDEX_ENTRY_BYTES
+
+
 class DecisionCache:
     """Bounded TTL cache of decisions that also keeps stale entries for the outage window and
     can drop every decision about one resource.
 
-    ``TTLCache`` (expiry ``ttl + stale_window``, LRU beyond ``maxsize``) holds the entries; a
-    side index from resource to its keys makes invalidation cheap. Keys the TTLCache has already
-    evicted may linger in the index; it is rebuilt from the cache once it holds twice as many
-    keys as the cache can, so it stays bounded too.
+    A ``BytesCache`` (expiry ``ttl + stale_window``, LRU beyond ``maxsize`` entries or
+    ``max_bytes``) holds the entries; a side index from resource to its keys makes invalidation
+    cheap. Keys the cache has already evicted may linger in the index; it is rebuilt from the
+    cache once it holds twice as many keys as the cache does, so it stays bounded too.
     """
 
     def __init__(
@@ -124,21 +144,31 @@ class DecisionCache:
         *,
         ttl: float = DEFAULT_TTL_SECONDS,
         maxsize: int = 100_000,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
         stale_window: float = DEFAULT_STALE_WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
-        self.enabled = ttl > 0 and maxsize > 0
         self._clock = clock
-        self._entries: TTLCache[CacheKey, _Entry] = TTLCache(
-            maxsize=max(maxsize, 1), ttl=ttl + stale_window, timer=clock
+        self._entries: BytesCache[CacheKey, _Entry] = BytesCache(
+            max_bytes=max_bytes,
+            max_entries=maxsize,
+            ttl=ttl + stale_window,
+            timer=clock,
+            size_of=decision_bytes,
         )
+        self.enabled = ttl > 0 and self._entries.enabled
         self._by_resource: dict[Resource, set[CacheKey]] = {}
         self._indexed = 0
         self._epoch = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """The estimated memory of the cached decisions."""
+        return self._entries.size_bytes
 
     @property
     def epoch(self) -> int:
@@ -156,12 +186,13 @@ class DecisionCache:
         answer may predate the change that caused it)."""
         if not self.enabled or (epoch is not None and epoch != self._epoch):
             return
-        self._entries[key] = _Entry(allowed, self._clock())
+        if not self._entries.put(key, _Entry(allowed, self._clock())):
+            return
         keys = self._by_resource.setdefault(key[1], set())
         if key not in keys:
             keys.add(key)
             self._indexed += 1
-            if self._indexed > 2 * self._entries.maxsize:
+            if self._indexed > max(2 * len(self._entries), _MIN_REINDEX):
                 self._reindex()
 
     def invalidate(self, resource: Resource) -> int:
@@ -169,7 +200,7 @@ class DecisionCache:
         self._epoch += 1
         keys = self._by_resource.pop(resource, set())
         self._indexed -= len(keys)
-        return sum(self._entries.pop(key, None) is not None for key in keys)
+        return sum(self._entries.pop(key) is not None for key in keys)
 
     def clear(self) -> None:
         self._epoch += 1
@@ -178,12 +209,21 @@ class DecisionCache:
         self._indexed = 0
 
     def _reindex(self) -> None:
-        self._entries.expire()
         index: dict[Resource, set[CacheKey]] = {}
-        for key in self._entries:
+        keys = self._entries.keys()
+        for key in keys:
             index.setdefault(key[1], set()).add(key)
         self._by_resource = index
-        self._indexed = len(self._entries)
+        self._indexed = len(keys)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One bulk lookup under way: the cache epoch it began in, and the subjects it allows."""
+
+    epoch: int
+    answer: asyncio.Future[set[str]]
+    task: asyncio.Task[None] | None = None
 
 
 class Authorizer:
@@ -205,6 +245,8 @@ class Authorizer:
         """Decisions answered from a fresh cache entry (for the metrics)."""
         self.cache_misses = 0
         """Decisions the backend was asked for."""
+        self._flights: dict[CacheKey, _Flight] = {}
+        """``audience`` lookups under way, by each (subject, note, action) they will answer."""
 
     @property
     def failing_closed(self) -> bool:
@@ -271,6 +313,100 @@ class Authorizer:
                 self.cache.put(key, resource in allowed, epoch=epoch)
                 answers[resource] = self._decision(key, resource in allowed, from_cache=False)
         return [answers[resource] for resource in unique]
+
+    async def audience(
+        self,
+        resource: Resource,
+        subjects: Collection[str],
+        action: Action = Action.READ,
+        *,
+        budget: AbstractAsyncContextManager[Any] | None = None,
+    ) -> list[Decision]:
+        """One decision per distinct subject about one note: who among a note's subscribers
+        may receive a change to it.
+
+        Cached decisions are free; the rest are asked of the backend in one bulk call, and a
+        caller asking about a (subject, note) while such a call runs waits for its answer
+        instead of asking again (single-flight). ``budget`` (e.g. a semaphore) is held around
+        the backend call only. The outage rule is ``filter``'s: a subject with nothing cached
+        fails the whole call closed.
+        """
+        unique = list(dict.fromkeys(subjects))
+        failing_closed = self.failing_closed
+        epoch = self.cache.epoch
+        cached: dict[str, CachedDecision | None] = {}
+        answers: dict[str, Decision] = {}
+        waiting: dict[str, _Flight] = {}
+        missing: list[str] = []
+        for subject in unique:
+            key = (subject, resource, action)
+            entry = cached[subject] = self.cache.get(key)
+            flight = self._flights.get(key)
+            if entry is not None and entry.fresh and not failing_closed:
+                answers[subject] = self._decision(key, entry.allowed, from_cache=True)
+            elif flight is not None and flight.epoch == epoch:
+                waiting[subject] = flight
+            else:
+                missing.append(subject)
+        self.cache_hits += len(answers)
+        self.cache_misses += len(missing)
+        if missing:
+            waiting.update(dict.fromkeys(missing, self._fly(resource, action, missing, budget)))
+        unanswered: list[str] = []
+        for subject, flight in waiting.items():
+            try:
+                allowed = await asyncio.shield(flight.answer)
+            except BackendUnavailable:
+                unanswered.append(subject)
+                continue
+            key = (subject, resource, action)
+            answers[subject] = self._decision(key, subject in allowed, from_cache=False)
+        for subject in unanswered:
+            entry = cached[subject]
+            if entry is None or self.failing_closed:
+                raise AuthorizationUnavailable
+            answers[subject] = self._decision(
+                (subject, resource, action), entry.allowed, from_cache=True, stale=True
+            )
+        return [answers[subject] for subject in unique]
+
+    def _fly(
+        self,
+        resource: Resource,
+        action: Action,
+        subjects: list[str],
+        budget: AbstractAsyncContextManager[Any] | None,
+    ) -> _Flight:
+        """Start one bulk lookup for ``subjects``, answering whoever asks meanwhile."""
+        flight = _Flight(self.cache.epoch, asyncio.get_running_loop().create_future())
+        keys = [(subject, resource, action) for subject in subjects]
+        for key in keys:
+            self._flights[key] = flight
+
+        async def ask() -> None:
+            try:
+                async with budget if budget is not None else nullcontext():
+                    allowed = await self.backend.audience(resource, action, subjects)
+            except BackendUnavailable as exc:
+                self.availability.mark_down(str(exc) or type(exc).__name__)
+                flight.answer.set_exception(exc)
+            except BaseException as exc:
+                flight.answer.set_exception(BackendUnavailable(type(exc).__name__))
+                raise
+            else:
+                self.availability.mark_up()
+                for key in keys:
+                    self.cache.put(key, key[0] in allowed, epoch=flight.epoch)
+                flight.answer.set_result(allowed)
+            finally:
+                for key in keys:
+                    if self._flights.get(key) is flight:
+                        del self._flights[key]
+
+        # Retrieved even when every waiter left, so asyncio does not report it as lost.
+        flight.answer.add_done_callback(lambda answer: answer.exception())
+        flight.task = asyncio.create_task(ask(), name="authorization audience")
+        return flight
 
     async def create(self, note_id: str, owner: str) -> None:
         """Record the owner of a new note (before the note is visible, ideally)."""

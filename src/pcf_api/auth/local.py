@@ -27,6 +27,8 @@ from pcf_api.store.tables import note_relationships
 
 T = TypeVar("T")
 _rel = note_relationships.c
+AUDIENCE_CHUNK = 1000
+"""Subjects per statement of ``audience``: far below SQLite's and asyncpg's parameter limits."""
 
 
 class LocalBackend:
@@ -73,6 +75,28 @@ class LocalBackend:
 
         def run(connection: Connection) -> set[Resource]:
             return {by_id[row.note_id] for row in connection.execute(query)}
+
+        return await self._read(run)
+
+    async def audience(
+        self, resource: Resource, action: Action, subjects: Sequence[str]
+    ) -> set[str]:
+        note_id = _note_id(resource)
+        relations = [relation.value for relation in relations_granting(action)]
+        unique = list(dict.fromkeys(subjects))
+        if not unique or not relations:
+            return set()
+        queries = [
+            select(_rel.subject).where(
+                _rel.note_id == note_id,
+                _rel.subject.in_(unique[start : start + AUDIENCE_CHUNK]),
+                _rel.relation.in_(relations),
+            )
+            for start in range(0, len(unique), AUDIENCE_CHUNK)
+        ]
+
+        def run(connection: Connection) -> set[str]:
+            return {row.subject for query in queries for row in connection.execute(query)}
 
         return await self._read(run)
 

@@ -100,6 +100,13 @@ class AuthorizationBackend(Protocol):
         where the backend allows)."""
         ...
 
+    async def audience(
+        self, resource: Resource, action: Action, subjects: Sequence[str]
+    ) -> set[str]:
+        """The subset of ``subjects`` who may do ``action`` on one note (one round-trip where
+        the backend allows): who among a note's subscribers may receive a change to it."""
+        ...
+
     async def create(self, note_id: str, owner: str) -> None:
         """Make ``owner`` the owner of a new note."""
         ...

@@ -118,29 +118,40 @@ class SpiceDBBackend:
     async def filter(
         self, subject: str, action: Action, resources: Sequence[Resource]
     ) -> set[Resource]:
-        allowed: set[Resource] = set()
         unique = list(dict.fromkeys(resources))
-        for start in range(0, len(unique), BULK_CHUNK):
-            chunk = unique[start : start + BULK_CHUNK]
-            note_ids = [_note_id(resource) for resource in chunk]
+        pairs = [(_note_id(resource), subject) for resource in unique]
+        allowed = await self._check_bulk(action, pairs)
+        return {resource for resource, yes in zip(unique, allowed, strict=True) if yes}
+
+    async def audience(
+        self, resource: Resource, action: Action, subjects: Sequence[str]
+    ) -> set[str]:
+        note_id = _note_id(resource)
+        unique = list(dict.fromkeys(subjects))
+        allowed = await self._check_bulk(action, [(note_id, subject) for subject in unique])
+        return {subject for subject, yes in zip(unique, allowed, strict=True) if yes}
+
+    async def _check_bulk(self, action: Action, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """One ``checkbulk`` per ``BULK_CHUNK`` of (note id, subject) pairs: whether each may."""
+        allowed: list[bool] = []
+        for start in range(0, len(pairs), BULK_CHUNK):
+            chunk = pairs[start : start + BULK_CHUNK]
             body = {
-                "consistency": self._consistency(note_ids),
+                "consistency": self._consistency([note_id for note_id, _ in chunk]),
                 "items": [
                     {
                         "resource": _object(NOTE, note_id),
                         "permission": action.value,
                         "subject": _subject(subject),
                     }
-                    for note_id in note_ids
+                    for note_id, subject in chunk
                 ],
             }
             answer = await self._post("/v1/permissions/checkbulk", body)
-            pairs = answer.get("pairs")
-            if not isinstance(pairs, list) or len(pairs) != len(chunk):
+            results = answer.get("pairs")
+            if not isinstance(results, list) or len(results) != len(chunk):
                 raise BackendUnavailable("checkbulk answered with the wrong number of pairs")
-            for resource, pair in zip(chunk, pairs, strict=True):
-                if _pair_allows(pair):
-                    allowed.add(resource)
+            allowed.extend(_pair_allows(result) for result in results)
         return allowed
 
     async def create(self, note_id: str, owner: str) -> None:

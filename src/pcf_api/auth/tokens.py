@@ -11,6 +11,7 @@ secret and asymmetric tokens only with public keys bound to their algorithm (fro
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -18,16 +19,25 @@ from typing import Any, Literal
 
 import httpx
 import jwt
-from cachetools import TTLCache
 
 from pcf_api.auth.errors import AuthenticationError, AuthenticationUnavailable, invalid_token
 from pcf_api.auth.keys import JwksKeySet, KeySource
 from pcf_api.config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 from pcf_api.secretfiles import RotatingSecret, fixed
+from pcf_api.sizing import BytesCache, text_bytes
+from pcf_api.text import unstorable
 
 MAX_TOKEN_BYTES = 8192
 VERIFIED_CACHE_SECONDS = 60.0
+IDENTITY_BYTES = 512
+"""A verified token's memory beyond its strings and objects: allocation rounding of its many
+small strings (measured with tracemalloc, rounded up)."""
 MAX_SUBJECT_LENGTH = 100  # notes.author and note_relationships.subject are String(100)
+# NumericDate claims (RFC 7519 §2): seconds since 1970 as a JSON number. PyJWT reads them with
+# int(), which also takes a numeric string and 1e300 (a token that never expires); a time after
+# 9999-12-31T23:59:59Z is no time.
+TIME_CLAIMS = ("exp", "nbf", "iat")
+LATEST_TIME = 253_402_300_799
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
 _DEMO_USER = re.compile(r"[^\s\x00-\x1f\x7f]{1,100}")
@@ -77,6 +87,7 @@ class TokenVerifier:
         hs256_secret: str | RotatingSecret | None = None,
         keys: KeySource | None = None,
         cache_size: int = 10_000,
+        cache_bytes: int = 8 * 1_048_576,
         cache_seconds: float = VERIFIED_CACHE_SECONDS,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -93,10 +104,15 @@ class TokenVerifier:
         self._wall_clock = wall_clock
         # Clients send the same token with every request: remember tokens that verified, for a
         # short while (a removed signing key takes effect within it), so the signature is
-        # checked once rather than per request. Expiry is still checked each time.
-        self._verified: TTLCache[str, Identity] | None = (
-            TTLCache(maxsize=cache_size, ttl=cache_seconds) if cache_size > 0 else None
+        # checked once rather than per request. Expiry is still checked each time. Bounded in
+        # bytes as well as in count: a token can be large, and its identity carries its scopes.
+        verified: BytesCache[str, Identity] = BytesCache(
+            max_bytes=cache_bytes,
+            max_entries=cache_size,
+            ttl=cache_seconds,
+            size_of=verified_bytes,
         )
+        self._verified = verified if verified.enabled else None
         if self._secret is not None:
             # A rotated secret takes effect at once: tokens signed with the old one verified
             # earlier must not be accepted from memory.
@@ -127,7 +143,7 @@ class TokenVerifier:
                 raise invalid_token("The token has expired.")
         identity = await self._verify(token)
         if self._verified is not None:
-            self._verified[token] = identity
+            self._verified.put(token, identity)
         return identity
 
     async def _verify(self, token: str) -> Identity:
@@ -167,12 +183,36 @@ class TokenVerifier:
         return await self.keys.key_for(kid if isinstance(kid, str) else None, algorithm)
 
 
+def verified_bytes(token: str, identity: Identity) -> int:
+    """A verified token's memory in the cache: the token and its identity with every string."""
+    texts = [token, identity.subject, *identity.scopes]
+    if identity.issuer is not None:
+        texts.append(identity.issuer)
+    return (
+        IDENTITY_BYTES
+        + sys.getsizeof(identity)
+        + sys.getsizeof(identity.expires_at)
+        + sys.getsizeof(identity.scopes)
+        + sum(text_bytes(text) for text in texts)
+    )
+
+
 def _identity(claims: Mapping[str, Any]) -> Identity:
+    for name in TIME_CLAIMS:
+        if name in claims and not _is_time(claims[name]):
+            raise invalid_token(
+                f"The token's {name} claim must be a number of seconds since 1970, "
+                "before the year 10000."
+            )
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise invalid_token("The token lacks a required claim.")
     if len(subject) > MAX_SUBJECT_LENGTH:
         raise invalid_token("The token's subject is too long.")
+    if unstorable(subject) is not None:
+        raise invalid_token(
+            "The token's subject must be Unicode text without NUL characters or lone surrogates."
+        )
     scope = claims.get("scope", claims.get("scp", ""))
     scopes = scope.split() if isinstance(scope, str) else scope if isinstance(scope, list) else []
     issuer = claims.get("iss")
@@ -183,6 +223,13 @@ def _identity(claims: Mapping[str, Any]) -> Identity:
         expires_at=float(claims["exp"]),
         scopes=frozenset(str(item) for item in scopes),
     )
+
+
+def _is_time(value: object) -> bool:
+    """Whether a claim is a NumericDate: a JSON number, not a string or a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= LATEST_TIME  # NaN compares false, infinities are out of range
 
 
 def bearer_token(authorization: str) -> str:

@@ -39,17 +39,40 @@ PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "graphql.graphiql": True,
         # A web app on the developer's machine, whatever its port.
         "cors.allow_origin_regex": r"^http://(localhost|127\.0\.0\.1)(:\d+)?$",
+        "log.client_ip": "full",
+        "log.subject": "raw",
+        "log.audit_subject": "raw",
+        "log.tracebacks": True,
     },
     "staging": {"server.host": "0.0.0.0", "log.format": "json"},
-    "production": {"server.host": "0.0.0.0", "log.format": "json"},
+    "production": {
+        "server.host": "0.0.0.0",
+        "log.format": "json",
+        # Private by default (docs/operations.md, "Logs"); the schema's defaults are the same.
+        "log.client_ip": "subnet",
+        "log.subject": "hash",
+        "log.audit_subject": "hash",
+        "log.tracebacks": False,
+    },
 }
+
+PORT_ENV = "PORT"
+"""The port platforms such as Cloud Run and Heroku set; PCF_SERVER__PORT and --port win."""
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; each problem names its key and layer."""
+    """The configuration cannot be used; each problem names its key and layer.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``draft`` is what ``redacted_view`` would show for it, as far as the layers could be read
+    (values as given, secrets redacted), so ``pcf-api config show`` can show a configuration
+    exactly when it is wrong.
+    """
+
+    def __init__(
+        self, problems: list[str], draft: list[tuple[str, str, Source]] | None = None
+    ) -> None:
         self.problems = problems
+        self.draft = draft or []
         super().__init__("; ".join(problems))
 
 
@@ -75,9 +98,6 @@ def load_settings(
         source = Source("cli", _cli_flag(key))
         if _check_key(key, source, problems):
             cli_layer[key] = (value, source)
-    if problems:
-        raise ConfigError(problems)
-
     upper_layers = [toml_layer, env_layer, cli_layer]
     environment = _pick_environment(upper_layers)
     profile_layer: Layer = {
@@ -87,20 +107,24 @@ def load_settings(
     merged: Layer = {}
     for layer in [profile_layer, *upper_layers]:
         merged.update(layer)
+    if problems:
+        raise ConfigError(problems, _draft_view(merged))
 
     flat = _resolve_secret_files(merged, problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, _draft_view(merged))
     sources = {key: source for key, (_, source) in merged.items()}
     try:
         settings = Settings.model_validate(_unflatten(flat))
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_errors(exc, merged)) from None
+        problems = _describe_validation_errors(exc, merged)
+        raise ConfigError(problems, _draft_view(merged)) from None
 
+    loaded = LoadedSettings(settings=settings, sources=sources)
     unsafe = inconsistent_settings(settings) + unsafe_settings(settings, sources)
     if unsafe:
-        raise ConfigError(unsafe)
-    return LoadedSettings(settings=settings, sources=sources)
+        raise ConfigError(unsafe, redacted_view(loaded))
+    return loaded
 
 
 # The flags `pcf-api serve` and `pcf-api config show` map onto keys (see cli.py), so that a
@@ -174,6 +198,8 @@ def _env_layer(environ: Mapping[str, str], problems: list[str]) -> Layer:
         source = Source("env", variable)
         if _check_key(key, source, problems):
             layer[key] = (value, source)
+    if PORT_ENV in environ and "server.port" not in layer:
+        layer["server.port"] = (environ[PORT_ENV], Source("env", PORT_ENV))
     return layer
 
 
@@ -265,6 +291,20 @@ def redacted_view(loaded: LoadedSettings) -> list[tuple[str, str, Source]]:
     return rows
 
 
+def _draft_view(merged: Layer) -> list[tuple[str, str, Source]]:
+    """Like ``redacted_view`` for settings that did not validate: each value as given."""
+    defaults = Settings().model_dump()
+    rows = []
+    for key, secret in known_keys().items():
+        section, _, name = key.partition(".")
+        value, source = merged.get(key, (None, Source("default")))
+        if key not in merged:
+            value = defaults[section][name] if name else defaults[section]
+        shown = _format_secret(value) if secret else _format_value(value)
+        rows.append((key, shown, source))
+    return rows
+
+
 def _format_secret(value: Any) -> str:
     return "<unset>" if value is None else "<redacted>"
 
@@ -274,4 +314,4 @@ def _format_value(value: Any) -> str:
         return "<unset>"
     if isinstance(value, Path):
         value = str(value)
-    return json.dumps(value)
+    return json.dumps(value, default=str)

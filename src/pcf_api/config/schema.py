@@ -6,6 +6,7 @@ log redaction and ``pcf-api config show`` never keep a list of their own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    DirectoryPath,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 Environment = Literal["development", "staging", "production"]
 LogFormat = Literal["json", "console"]
@@ -50,12 +59,69 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
     gc_young_threshold: int = Field(10_000, ge=0, le=1_000_000)
+    max_header_line_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        description="longest request line (414) or single header (431) accepted",
+    )
+    max_header_bytes: int = Field(
+        65_536,
+        ge=1024,
+        le=4 * 1_048_576,
+        description="most bytes of request line and headers together (431)",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a request's line and headers must arrive within this of its first byte (408)",
+    )
+    idle_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="a connection with no request in progress is closed after this much silence",
+    )
+    max_connections: int = Field(
+        1500,
+        ge=1,
+        le=100_000,
+        description="open HTTP and WebSocket connections; one more is answered 503 and closed",
+    )
+
+    @model_validator(mode="after")
+    def _header_line_within_head(self) -> ServerSettings:
+        if self.max_header_line_bytes > self.max_header_bytes:
+            raise ValueError("max_header_line_bytes must not exceed max_header_bytes")
+        return self
 
 
 class LogSettings(Section):
+    """Log output and what it may say. The defaults are production's: a laptop gets full
+    addresses, raw subjects and tracebacks from the development profile."""
+
     level: LogLevel = "INFO"
     format: LogFormat = "json"
     levels: dict[str, LogLevel] = Field(default_factory=dict)
+    buffer_lines: int = Field(10_000, ge=100, le=1_000_000)
+    """Lines waiting for stdout at most; past it DEBUG and INFO are dropped first (counted)."""
+    client_ip: Literal["full", "subnet", "hash", "none"] = "subnet"
+    """The access line's client address: as is, its IPv4 /24 or IPv6 /48, a keyed hash, or left
+    out."""
+    subject: Literal["raw", "hash"] = "hash"
+    """The access line's caller: as is, or a keyed hash (``hash_key``) that still correlates."""
+    audit_subject: Literal["raw", "hash"] = "hash"
+    """The same choice for the audit line (one per authorization decision)."""
+    hash_key: SecretStr | None = None
+    """The HMAC key of hashed subjects and addresses; unset: a random key per process."""
+    hash_key_file: Path | None = None
+    tracebacks: bool = False
+    """Unexpected errors carry their traceback; without, only type, fingerprint and trace id."""
+    scrub: list[Literal["email", "card"]] = ["email", "card"]
+    """Built-in patterns replaced in every line: e-mail addresses, card numbers (Luhn-checked)."""
+    scrub_patterns: list[str] = []
+    """More regular expressions to replace; in the environment one per line."""
 
     @field_validator("level", mode="before")
     @classmethod
@@ -72,6 +138,28 @@ class LogSettings(Section):
             value = {name.strip(): level for name, level in pairs}
         if isinstance(value, Mapping):
             return {name: _normalise_level(level) for name, level in value.items()}
+        return value
+
+    @field_validator("scrub", mode="before")
+    @classmethod
+    def _scrub(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("scrub_patterns", mode="before")
+    @classmethod
+    def _patterns_lines(cls, value: Any) -> Any:
+        if isinstance(value, str):  # regular expressions hold commas: one per line
+            return [line for line in value.splitlines() if line.strip()]
+        return value
+
+    @field_validator("scrub_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {pattern!r} ({exc})") from None
         return value
 
 
@@ -96,6 +184,9 @@ class DatabaseSettings(Section):
     retry_max_seconds: float = Field(60.0, gt=0, le=600)
     auto_migrate: bool = False
     read_cache_size: int = Field(10_000, ge=0)
+    read_cache_bytes: int = Field(64 * 1_048_576, ge=0)
+    """What the cache of recently read notes (served during an outage) may hold, in bytes of
+    memory as estimated per note; the count bound ``read_cache_size`` applies too. 0: off."""
     write_queue_size: int = Field(1000, ge=0)
     write_wait_seconds: float = Field(20.0, ge=0, le=300)
     unavailable_after_seconds: float = Field(30.0, ge=0)
@@ -108,8 +199,17 @@ class GraphQLSettings(Section):
     max_tokens: int = Field(2000, ge=10)
     max_document_bytes: int = Field(100_000, ge=100)
     document_cache_size: int = Field(1000, ge=0)
+    document_cache_bytes: int = Field(32 * 1_048_576, ge=0)
+    """What the cache of parsed and validated documents may hold, in bytes of memory (query
+    text and syntax tree, estimated); the count bound ``document_cache_size`` applies too."""
     introspection: bool = False
     graphiql: bool = False
+    graphiql_assets_url: str = Field("https://unpkg.com", pattern=r"^(https?://|/)")
+    """Where the GraphiQL page loads React and GraphiQL from: a CDN or a mirror with unpkg's
+    layout (``<base>/graphiql@<version>/graphiql.min.js``) that sends CORS headers."""
+    graphiql_assets_dir: DirectoryPath | None = None
+    """A directory in that layout, served by pcf-api itself at ``/graphiql/assets`` and used
+    instead of ``graphiql_assets_url``: GraphiQL without internet (docs/api.md, GraphiQL)."""
     execution_timeout_seconds: float = Field(25.0, gt=0, le=300)
     max_subscriptions: int = Field(1000, ge=0)
     max_subscriptions_per_client: int = Field(10, ge=0)
@@ -121,6 +221,9 @@ class GraphQLSettings(Section):
     persisted_queries_redis_url: SecretStr | None = None
     """A Redis shared by every replica for registered documents (in process when unset)."""
     persisted_queries_redis_url_file: Path | None = None
+    persisted_queries_redis_timeout_seconds: float = Field(0.25, gt=0, le=5)
+    """The longest a request waits for that Redis (connect, or one command) before it is
+    treated as a miss; far below the request deadline."""
     trusted_documents: Path | None = None
     """A manifest of the documents the service's own apps ship (hash → document), e.g. a
     ConfigMap written by GraphQL Code Generator's client preset or the Relay compiler."""
@@ -148,12 +251,23 @@ class CorsSettings(Section):
 class SubscriptionsSettings(Section):
     connection_init_timeout: float = Field(10.0, gt=0, le=300)
     """Seconds a WebSocket client has to send ``connection_init`` before it is closed (4408)."""
+    queue_events: int = Field(256, ge=1, le=100_000)
+    """Events one subscription may have waiting for its client; past that (or past
+    ``queue_bytes``) it ends with SUBSCRIBER_TOO_SLOW."""
+    queue_bytes: int = Field(1_048_576, ge=1_048_576, le=64 * 1_048_576)
+    """Bytes of event JSON one subscription may have waiting; at least 1 MiB, the largest event."""
+    authorization_concurrency: int = Field(2, ge=1, le=50)
+    """Bulk authorization lookups for event fan-out running at once (one per event, for all
+    its subscribers); on the local backend each holds one connection of the request pool."""
 
 
 class EventsSettings(Section):
     backend: Literal["auto", "memory", "postgres", "redis"] = "auto"
     redis_url: SecretStr | None = None
     redis_url_file: Path | None = None
+    redis_timeout_seconds: float = Field(1.0, gt=0, le=5)
+    """The longest any wait for the events Redis lasts (connect, publish, a probe's answer): a
+    mutation's publish never waits longer, and a Redis gone silent is noticed within two."""
 
 
 # Signing algorithms a bearer token may use. ``none`` is never one of them.
@@ -178,6 +292,9 @@ class AuthSettings(Section):
     jwks_refresh_min_interval_seconds: float = Field(60.0, ge=0, le=3600)
     jwks_max_age_seconds: float = Field(3600.0, gt=0, le=86400)
     http_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    token_cache_bytes: int = Field(8 * 1_048_576, ge=0)
+    """What the cache of recently verified bearer tokens may hold, in bytes of memory (the
+    token and its identity, estimated). 0: every request verifies its token's signature."""
     demo_user: str | None = None
 
     @field_validator("algorithms", mode="before")
@@ -215,6 +332,9 @@ class AuthzSettings(Section):
     backend: Literal["local", "spicedb"] = "local"
     cache_ttl_seconds: float = Field(300.0, ge=0, le=3600)
     cache_size: int = Field(100_000, ge=0, le=10_000_000)
+    cache_bytes: int = Field(32 * 1_048_576, ge=0)
+    """What the decision cache may hold, in bytes of memory (subject, resource and answer,
+    estimated); the count bound ``cache_size`` applies too."""
     stale_window_seconds: float = Field(300.0, ge=0, le=3600)
     spicedb_endpoint: str | None = None
     spicedb_preshared_key: SecretStr | None = None
@@ -248,6 +368,9 @@ class RateLimitSettings(Section):
     search: str = "10/minute"
     storage_url: SecretStr | None = None
     storage_url_file: Path | None = None
+    storage_timeout_seconds: float = Field(0.25, gt=0, le=5)
+    """The longest a request waits for the shared storage (connect, or one command) before its
+    budgets are counted in process instead; far below the request deadline."""
 
     @field_validator("queries", "mutations", "subscriptions", "search")
     @classmethod

@@ -6,8 +6,10 @@ One pipeline, so that a rule added once holds on both transports:
 2. identity: who is calling (a bearer token, or in development the demo user);
    document: the text to parse — a persisted or trusted document named by hash, and with
    ``only_trusted_documents`` nothing else (``persisted.DocumentPolicy``), before any parsing;
-3. limits: depth, aliases and complexity of the selected operation;
-4. rate budgets: one of the operation's kind, one search per ``searchNotes``.
+3. argument values: text the database cannot store and integers out of range are refused as
+   INVALID_INPUT (``inputs``), before any limit is computed from them;
+4. limits: depth, aliases and complexity of the selected operation;
+5. rate budgets: one of the operation's kind, one search per ``searchNotes``.
 
 Parsing and validation happen before step 3 (the HTTP path takes them from the document cache,
 the WebSocket path from Strawberry), so this module works on what they produce.
@@ -25,6 +27,7 @@ from pcf_api.auth.identity import AuthenticationError, Authenticator, Identity
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.limits import DocumentShape, QueryLimits, check
 from pcf_api.graphql.persisted import DocumentPolicy
+from pcf_api.observability.logging import note_subject
 from pcf_api.ratelimit import Budget, RateLimiter
 
 STARTING_RETRY_AFTER = "5"
@@ -130,7 +133,9 @@ class Admission:
         AuthenticationError (401)."""
         if authorization is None and self.authenticator.demo_user is None:
             return None
-        return await self.authenticator.authenticate(authorization, demo_user)
+        identity = await self.authenticator.authenticate(authorization, demo_user)
+        note_subject(identity.subject)  # the access line says who (as log.subject renders it)
+        return identity
 
     async def require_identity(self, authorization: str | None, demo_user: str | None) -> Identity:
         """As ``identify``, but a caller without credentials is refused as well."""
@@ -150,8 +155,11 @@ class Admission:
         client_id: str,
         spend_subscription: bool = True,
     ) -> int:
-        """Check the operation against the limits, then spend its budgets; return its
-        complexity. An operation refused by the limits spends nothing."""
+        """Check the operation's argument values and limits, then spend its budgets; return
+        its complexity. An operation refused by either spends nothing."""
+        selected = shape.operation(operation_name)
+        if selected is not None:
+            selected.arguments.check(variables or {})
         complexity = check(shape, operation_name, variables or {}, self.limits)
         costs = budgets(operation, root_fields, subscription=spend_subscription)
         await self.rate_limiter.spend(client_id, costs)

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from pcf_api.auth.authorizer import Decision
-from pcf_api.auth.policy import NOTE, Action, Resource
+from pcf_api.auth.authorizer import Authorizer, Decision
+from pcf_api.auth.policy import NOTE, Action, Relation, Resource, relations_granting
 from pcf_api.errors import AppError, ErrorCode
 from pcf_api.graphql.context import GraphQLContext
 from pcf_api.observability.logging import audit_log
 from pcf_api.observability.tracing import optional_span
-from pcf_api.store.models import Note
+from pcf_api.store.models import EventKind, Note, NoteEvent
 from pcf_api.store.notes import Key, NotePage
 
 SCAN_CHUNK = 500
@@ -87,14 +87,50 @@ async def may_read(context: GraphQLContext, note_id: str) -> bool:
     return await loader.load(note_id)
 
 
+def forbidden_message(action: Action, note_id: str) -> str:
+    """What was refused and who may do it, from the policy's table."""
+    who = " and ".join(_HOLDERS[relation] for relation in relations_granting(action))
+    return f"You may not {action.value} note {note_id}: only {who} may."
+
+
+_HOLDERS = {
+    Relation.OWNER: "its owner",
+    Relation.WRITER: "its writers",
+    Relation.READER: "its readers",
+}
+
+
+async def may_receive(
+    authorizer: Authorizer,
+    event: NoteEvent,
+    subjects: set[str],
+    *,
+    budget: AbstractAsyncContextManager[Any] | None = None,
+) -> set[str]:
+    """Who among ``subjects`` may receive ``event``: one decision per user for the note, made
+    in one bulk call for all of them (``Authorizer.audience``, ``budget`` held around it). A
+    deletion carries who could read the note; when it does not (SpiceDB has forgotten the note
+    already), every subscriber is told its id."""
+    if event.kind is EventKind.DELETED:
+        return subjects if event.readers is None else subjects & set(event.readers)
+    if event.note is None:
+        return set()
+    decisions = await authorizer.audience(
+        Resource.note(event.note_id), subjects, Action.READ, budget=budget
+    )
+    for decision in decisions:
+        _log(decision)
+    return {decision.subject for decision in decisions if decision.allowed}
+
+
 async def require(context: GraphQLContext, note_id: str, action: Action) -> None:
     """Allowed, or FORBIDDEN when the caller can at least read the note, else NOT_FOUND."""
     resource = Resource.note(note_id)
     if await is_authorized(context, resource, action):
         return
     if action is not Action.READ and await is_authorized(context, resource, Action.READ):
-        raise AppError(ErrorCode.FORBIDDEN, f"You may not {action.value} note {note_id}.")
-    raise AppError(ErrorCode.NOT_FOUND, f"note {note_id} does not exist")
+        raise AppError(ErrorCode.FORBIDDEN, forbidden_message(action, note_id))
+    raise AppError(ErrorCode.NOT_FOUND, f"Note {note_id} does not exist.")
 
 
 async def readable_page(

@@ -4,7 +4,7 @@ trace id."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strawberry.dataloader import DataLoader
 
@@ -18,6 +18,9 @@ from pcf_api.store.events import EventBroker
 from pcf_api.store.models import Note
 from pcf_api.store.resilient import ResilientNoteStore
 
+if TYPE_CHECKING:  # the feed reads GraphQL contexts' authorization helpers: no import cycle
+    from pcf_api.graphql.feed import ReadFeed
+
 
 @dataclass
 class Services:
@@ -26,6 +29,8 @@ class Services:
     settings: Settings
     store: ResilientNoteStore
     broker: EventBroker
+    feed: ReadFeed
+    """The broker's events screened per caller: what subscription resolvers read."""
     health: HealthRegistry
     subscriptions: SubscriptionCounter
     authorizer: Authorizer

@@ -2,7 +2,9 @@
 
 The cache key is the query text. What is cached does not depend on variables: the document,
 its validation errors, the limits' shape of each operation and each operation's type.
-Per request only the variable-dependent complexity is computed.
+Per request only the variable-dependent complexity is computed. The cache is bounded in bytes
+(query text and syntax tree, estimated per token) as well as in count: a client
+chooses the text, and distinct large documents would otherwise fill memory.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cachetools import LRUCache
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -29,9 +30,20 @@ from graphql import (
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from pcf_api.graphql.limits import DocumentShape, QueryLimits, analyze_document, parse_query
+from pcf_api.sizing import BytesCache, text_bytes
 
 INTROSPECTION_FIELDS = frozenset({"__typename", "__schema", "__type"})
 DATABASE_FREE_FIELDS = INTROSPECTION_FIELDS | {"health"}
+
+TOKEN_BYTES = 640
+"""A parsed document's memory per token beyond the token's text: the token object, its share of
+the syntax nodes, locations and lists, and of the limits' shape (measured with tracemalloc over
+documents of fields, arguments, variables, fragments and comments, rounded up)."""
+ERROR_BYTES = 1536
+"""A validation or syntax error's memory beyond its message: the error, its locations and
+node list."""
+DOCUMENT_BYTES = 16_384
+"""A prepared document's fixed memory: the document node, its source, the operation maps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,7 @@ class DocumentCache:
         *,
         introspection: bool,
         size: int,
+        max_bytes: int = 32 * 1_048_576,
     ) -> None:
         self.schema = schema
         self.limits = limits
@@ -88,8 +101,18 @@ class DocumentCache:
         if not introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.rules = tuple(rules)
-        self._cache: LRUCache[str, PreparedDocument] = LRUCache(maxsize=max(size, 1))
-        self._enabled = size > 0
+        self._cache: BytesCache[str, PreparedDocument] = BytesCache(
+            max_bytes=max_bytes, max_entries=size, size_of=document_bytes
+        )
+        self._enabled = self._cache.enabled
+
+    @property
+    def size_bytes(self) -> int:
+        """The estimated memory of the cached documents."""
+        return self._cache.size_bytes
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     def cached(self, query: str) -> PreparedDocument | None:
         """The prepared document when ``query`` was prepared before and is still cached."""
@@ -105,14 +128,15 @@ class DocumentCache:
                 return cached
         prepared = self._prepare(query)
         if self._enabled:
-            self._cache[query] = prepared
+            self._cache.put(query, prepared)
         return prepared
 
     def _prepare(self, query: str) -> PreparedDocument:
         try:
             document = parse_query(query, self.limits)
         except GraphQLError as error:
-            return PreparedDocument(None, [error], None, {}, {})
+            # Cached without its traceback, whose frames would keep the request alive with it.
+            return PreparedDocument(None, [error.with_traceback(None)], None, {}, {})
         operations = [
             definition
             for definition in document.definitions
@@ -126,6 +150,19 @@ class DocumentCache:
         shape = analyze_document(document)
         errors = validate(self.schema, document, self.rules)
         return PreparedDocument(document, errors, shape, operation_types, root_fields)
+
+
+def document_bytes(query: str, prepared: PreparedDocument) -> int:
+    """A cached document's memory: its text, then per token (the parser keeps every token,
+    comments included, linked from the tree's locations) its value and fixed share, and per
+    error its message and fixed share. Names and string values are the tokens' own strings."""
+    size = DOCUMENT_BYTES + text_bytes(query)
+    document = prepared.document
+    token = document.loc.start_token if document is not None and document.loc else None
+    while token is not None:
+        size += TOKEN_BYTES + (text_bytes(token.value) if token.value else 0)
+        token = token.next
+    return size + sum(ERROR_BYTES + text_bytes(error.message) for error in prepared.errors)
 
 
 def _name(operation: OperationDefinitionNode) -> str | None:

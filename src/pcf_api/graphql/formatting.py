@@ -4,7 +4,9 @@ Resolvers raise AppError for anything the client should know about. The store's 
 (``pcf_api.errors.StoreError``) carry their code: database failures DATABASE_ERROR, statement
 time-outs TIMEOUT, no free pooled connection (overload) SERVICE_UNAVAILABLE. Other time-outs
 are TIMEOUT, and anything else INTERNAL_ERROR with a generic message — the exception itself is
-logged under the same trace id, never sent.
+logged under the same trace id, never sent. An error without a path arose before any resolver
+ran, in validation or variable coercion, from the client's document or variables: INVALID_INPUT,
+even when it wraps the exception a scalar raised (``int()`` refusing a 5000-digit literal).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def error_code(error: GraphQLError) -> ErrorCode:
         return ErrorCode.INVALID_INPUT  # syntax, validation or variable coercion
     if isinstance(original, AppError | StoreError):
         return original.code
+    if _before_execution(error):
+        return ErrorCode.INVALID_INPUT
     if isinstance(original, TimeoutError):
         return ErrorCode.TIMEOUT
     if isinstance(original, ConnectionError):
@@ -47,7 +51,7 @@ def format_error(error: GraphQLError, trace_id: str) -> dict[str, Any]:
     if isinstance(original, AppError):
         message = original.message
         extensions.update(original.extensions)
-    elif original is None or isinstance(original, GraphQLError):
+    elif original is None or isinstance(original, GraphQLError) or _before_execution(error):
         message = error.message
     else:
         message = default_message(code)
@@ -65,6 +69,11 @@ def format_error(error: GraphQLError, trace_id: str) -> dict[str, Any]:
         formatted["path"] = error.path
     formatted["extensions"] = extensions
     return formatted
+
+
+def _before_execution(error: GraphQLError) -> bool:
+    """Raised in validation or coercion (no resolver's path), not by a resolver."""
+    return not error.path
 
 
 def app_error(error: AppError, trace_id: str) -> dict[str, Any]:

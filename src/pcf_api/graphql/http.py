@@ -28,7 +28,6 @@ from graphql import ExecutionResult, GraphQLError, OperationType, execute
 from graphql.pyutils import is_awaitable
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
-from strawberry.http.ides import get_graphql_ide_html
 
 from pcf_api.auth.authorizer import AuthorizationUnavailable
 from pcf_api.auth.identity import AuthenticationError
@@ -166,7 +165,7 @@ class GraphQLHTTP:
         services: Services,
         documents: DocumentCache,
         introspection: bool,
-        graphiql: bool,
+        graphiql: str | None,
         execution_timeout: float,
         metrics: Metrics | None,
         tracing: Tracing | None = None,
@@ -178,6 +177,7 @@ class GraphQLHTTP:
         self.tracing = tracing
         self.introspection = introspection
         self.graphiql = graphiql
+        """The GraphiQL page's HTML (``graphiql.page``), None when GraphiQL is off."""
         self.execution_timeout = execution_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -201,9 +201,9 @@ class GraphQLHTTP:
     async def handle(self, scope: Scope, receive: Receive, observation: Observation) -> Response:
         method = scope["method"]
         wants_ide = "text/html" in _header(scope, b"accept") and not scope["query_string"]
-        if method == "GET" and self.graphiql and wants_ide:
+        if method == "GET" and self.graphiql is not None and wants_ide:
             observation.status = "ok"
-            return HTMLResponse(get_graphql_ide_html("graphiql"))
+            return HTMLResponse(self.graphiql)
         if method not in ("GET", "POST"):
             raise AppError(ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": _ALLOWED})
         self.admission.ensure_open()

@@ -43,6 +43,7 @@ from graphql import (
 )
 
 from pcf_api.errors import AppError, ErrorCode, default_message
+from pcf_api.graphql.inputs import Arguments, analyze, literal_int
 
 MAX_DEPTH_CAP = 50
 _DEFAULT_LIMIT = 10  # the schema default of every ``limit``, and the size without one
@@ -130,11 +131,12 @@ class OperationShape:
     depth: int
     aliases: int
     complexity: Complexity
+    arguments: Arguments  # for the checks of argument values (``inputs``), before the limits
 
 
 @dataclass(frozen=True, slots=True)
 class DocumentShape:
-    """What the limits need from one document, computed once and reusable for every request."""
+    """What admission needs from one document, computed once and reusable for every request."""
 
     named: Mapping[str, OperationShape]
     only: OperationShape | None  # the operation run without a name: set iff there is just one
@@ -235,7 +237,7 @@ def analyze_document(document: DocumentNode) -> DocumentShape:
         summaries[name] = _selection_set(fragments[name].selection_set, summaries)
 
     named: dict[str, OperationShape] = {}
-    shapes = [_operation(operation, summaries) for operation in operations]
+    shapes = [_operation(operation, summaries, fragments) for operation in operations]
     for operation, shape in zip(operations, shapes, strict=True):
         if operation.name is not None:
             named[operation.name.value] = shape  # the last one wins, as in execution
@@ -243,7 +245,9 @@ def analyze_document(document: DocumentNode) -> DocumentShape:
 
 
 def _operation(
-    operation: OperationDefinitionNode, summaries: Mapping[str, _Summary]
+    operation: OperationDefinitionNode,
+    summaries: Mapping[str, _Summary],
+    fragments: Mapping[str, FragmentDefinitionNode],
 ) -> OperationShape:
     summary = _selection_set(operation.selection_set, summaries)
     fallbacks = {
@@ -254,6 +258,7 @@ def _operation(
         depth=summary.depth,
         aliases=summary.aliases,
         complexity=Complexity(terms=tuple(summary.cost.items()), fallbacks=fallbacks),
+        arguments=analyze(operation, fragments),
     )
 
 
@@ -368,4 +373,5 @@ def _size_arguments(node: FieldNode, names: tuple[str, ...]) -> list[int | str]:
 def _literal_limit(value: object) -> int:
     """An Int literal read as coercion reads it (see ``_coerced_size``); absent or null means
     the default (as does any other literal, which validation rejects)."""
-    return _coerced_size(int(value.value)) if isinstance(value, IntValueNode) else _DEFAULT_LIMIT
+    number = literal_int(value) if isinstance(value, IntValueNode) else None
+    return _DEFAULT_LIMIT if number is None else _coerced_size(number)

@@ -61,6 +61,16 @@ def service_metrics(services: Services) -> Iterable[Metric]:
     for budget in Budget:
         rejections.add_metric([budget.value], services.rate_limiter.rejections[budget])
     yield rejections
+    yield _gauge(
+        "rate_limit_storage_fallback",
+        "1 while the shared rate-limit storage fails and budgets are counted per process.",
+        int(services.rate_limiter.fallback_active),
+    )
+    yield _counter(
+        "rate_limit_fallback_decisions",
+        "Budget decisions made per process because the shared storage failed.",
+        services.rate_limiter.fallback_decisions,
+    )
 
 
 def persisted_metrics(policy: DocumentPolicy) -> Iterable[Metric]:

@@ -7,7 +7,7 @@ Two mechanisms, one policy (``DocumentPolicy``), called by admission before anyt
   not know is answered with ``PERSISTED_QUERY_NOT_FOUND`` (message ``PersistedQueryNotFound``,
   which is what the link, urql and Relay-style clients look for); the client then resends hash
   and document, the hash is verified and the document registered. Registered documents live in a
-  store bounded in bytes of document text (in process), or in Redis shared by the replicas.
+  store bounded in bytes of memory (in process), or in Redis shared by the replicas.
 - **Trusted documents**: a manifest (hash → document, as GraphQL Code Generator's client preset
   or the Relay compiler write it) loaded at start-up, every entry's hash verified. A request may
   name a manifest entry by ``extensions.persistedQuery.sha256Hash``, ``documentId`` or
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from cachetools import LRUCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pcf_api.errors import AppError, ErrorCode
+from pcf_api.resilience import CircuitBreaker, CircuitOpenError
+from pcf_api.sizing import BytesCache, text_bytes
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -46,15 +47,17 @@ _HEX = re.compile(r"[0-9a-f]+")
 _ALGORITHMS = {32: "md5", 40: "sha1", 64: "sha256"}
 _SHA256_HEX = 64
 _NO_STORE = {"Cache-Control": "no-store"}
-_OUTAGES = (RedisError, OSError, TimeoutError)
+_OUTAGES = (RedisError, OSError, TimeoutError, CircuitOpenError)
 
 
 def sha256_hex(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()
 
 
-def _size(document: str) -> int:
-    return len(document.encode())
+def registered_bytes(sha256: str, document: str) -> int:
+    """A registered document's memory: its hash and its text (a non-ASCII text with its UTF-8
+    copy)."""
+    return text_bytes(sha256) + text_bytes(document)
 
 
 class ManifestError(ValueError):
@@ -73,19 +76,19 @@ class DocumentStore(Protocol):
 
 
 class MemoryDocumentStore:
-    """In process, least recently used first out, bounded by the bytes of document text."""
+    """In process, least recently used first out, bounded in bytes of memory."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._cache: LRUCache[str, str] = LRUCache(maxsize=max(max_bytes, 1), getsizeof=_size)
+        self._cache: BytesCache[str, str] = BytesCache(
+            max_bytes=max_bytes, size_of=registered_bytes
+        )
 
     def lookup(self, sha256: str) -> str | None:
         return self._cache.get(sha256)
 
     def store(self, sha256: str, document: str) -> None:
-        if self.max_bytes <= 0 or _size(document) > self.max_bytes:
-            return  # would push everything else out, or the store is off
-        self._cache[sha256] = document
+        self._cache.put(sha256, document)  # not stored when the store is off or it is too large
 
     async def get(self, sha256: str) -> str | None:
         return self.lookup(sha256)
@@ -95,7 +98,7 @@ class MemoryDocumentStore:
 
     @property
     def size_bytes(self) -> int:
-        return int(self._cache.currsize)
+        return self._cache.size_bytes
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -106,7 +109,12 @@ class RedisDocumentStore:
     replica, with an in-process store in front (a document never changes under its hash).
 
     Redis being away never fails a request: a registration is dropped, a lookup is a miss (the
-    client then resends the document, which executes)."""
+    client then resends the document, which executes). Each call waits at most the client's
+    timeout, and after ``BREAKER_FAILURES`` failures in a row the breaker skips Redis for
+    ``BREAKER_RESET_SECONDS``, so an outage costs requests nothing."""
+
+    BREAKER_FAILURES = 3
+    BREAKER_RESET_SECONDS = 5.0
 
     def __init__(
         self,
@@ -121,17 +129,24 @@ class RedisDocumentStore:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.errors = 0
+        self.breaker = CircuitBreaker(
+            "persisted_queries_redis",
+            failure_threshold=self.BREAKER_FAILURES,
+            reset_timeout=self.BREAKER_RESET_SECONDS,
+        )
         self._logged_at = float("-inf")
 
     @classmethod
     def from_url(
-        cls, url: str, *, local: MemoryDocumentStore, prefix: str = REDIS_PREFIX
+        cls,
+        url: str,
+        *,
+        local: MemoryDocumentStore,
+        prefix: str = REDIS_PREFIX,
+        timeout: float = REDIS_TIMEOUT_SECONDS,
     ) -> RedisDocumentStore:
         client = Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            decode_responses=True,
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
         )
         return cls(client, local=local, prefix=prefix)
 
@@ -151,7 +166,7 @@ class RedisDocumentStore:
         if document is not None:
             return document
         try:
-            stored = await self.redis.get(self.prefix + sha256)
+            stored = await self.breaker.call(lambda: self.redis.get(self.prefix + sha256))
         except _OUTAGES as error:  # an outage: a miss, so the client resends the document
             self._failed("get", error)
             return None
@@ -164,7 +179,9 @@ class RedisDocumentStore:
     async def put(self, sha256: str, document: str) -> None:
         self.local.store(sha256, document)
         try:
-            await self.redis.set(self.prefix + sha256, document, ex=self.ttl_seconds)
+            await self.breaker.call(
+                lambda: self.redis.set(self.prefix + sha256, document, ex=self.ttl_seconds)
+            )
         except _OUTAGES as error:  # the document executes all the same
             self._failed("set", error)
 

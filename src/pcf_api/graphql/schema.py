@@ -11,8 +11,8 @@ from operator import attrgetter
 from typing import Any
 
 import strawberry
-from graphql import GraphQLObjectType, GraphQLSchema
-from strawberry.types import Info
+from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema
+from strawberry.types import ExecutionContext, Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from pcf_api import __version__
@@ -32,6 +32,7 @@ from pcf_api.graphql.authz import (
     subject_of,
 )
 from pcf_api.graphql.context import GraphQLContext
+from pcf_api.graphql.feed import Wants
 from pcf_api.graphql.types import (
     CreateNoteInput,
     HealthStatus,
@@ -44,6 +45,7 @@ from pcf_api.graphql.types import (
 )
 from pcf_api.observability.logging import get_logger
 from pcf_api.ratelimit import Budget
+from pcf_api.store.events import EventsUnavailable
 from pcf_api.store.models import EventKind, Note, NoteEvent, new_note_id
 from pcf_api.store.notes import Key, NotePage
 
@@ -133,10 +135,10 @@ async def _keyset_page(
         raise validation.invalid(
             mixed[0],
             "pagination_style",
-            "limit/offset and first/after/last/before cannot be mixed: use one style",
+            "Use one pagination style per field: limit/offset or first/after/last/before.",
         )
     if first is not None and last is not None:
-        raise validation.invalid("last", "exclusive", "give first or last, not both")
+        raise validation.invalid("last", "exclusive", "Give first or last, not both.")
     if first is not None:
         validation.count(first, "first")
     if last is not None:
@@ -165,6 +167,13 @@ async def _publish(context: GraphQLContext, event: NoteEvent) -> None:
     """Announce a committed change. A broker failure must not undo an acknowledged write."""
     try:
         await context.services.broker.publish(event)
+    except EventsUnavailable as error:  # a known outage: its subscribers are told (see _events)
+        log.warning(
+            "note event not published: events unavailable",
+            kind=event.kind,
+            note_id=event.note_id,
+            reason=str(error),
+        )
     except Exception:
         log.exception("could not publish note event", kind=event.kind, note_id=event.note_id)
 
@@ -272,7 +281,7 @@ class Mutation:
         if author != subject:
             raise AppError(
                 ErrorCode.FORBIDDEN,
-                "author must be the caller.",
+                "author must be the caller's own user id.",
                 extensions={"field": "author", "constraint": "caller"},
             )
         if not await is_authorized(context, Resource(NOTE), Action.CREATE):
@@ -285,13 +294,13 @@ class Mutation:
     async def update_note(self, info: Ctx, id: strawberry.ID, input: UpdateNoteInput) -> NoteType:
         note_id = validation.note_id(str(id))
         if input.title is None and input.content is None:
-            raise validation.invalid("input", "required", "give a title, a content or both")
+            raise validation.invalid("input", "required", "Give a title, a content or both.")
         title = validation.title(input.title) if input.title is not None else None
         content = validation.content(input.content) if input.content is not None else None
         await require(info.context, note_id, Action.UPDATE)
         note = await info.context.store.update(note_id, title=title, content=content)
         if note is None:
-            raise AppError(ErrorCode.NOT_FOUND, f"note {note_id} does not exist")
+            raise AppError(ErrorCode.NOT_FOUND, f"Note {note_id} does not exist.")
         await _publish(info.context, NoteEvent(EventKind.UPDATED, note.id, note))
         return note  # type: ignore[return-value]
 
@@ -302,7 +311,7 @@ class Mutation:
         await require(context, note_id, Action.DELETE)
         deletion = await context.store.delete(note_id)
         if not deletion.found:
-            raise AppError(ErrorCode.NOT_FOUND, f"note {note_id} does not exist")
+            raise AppError(ErrorCode.NOT_FOUND, f"Note {note_id} does not exist.")
         authorizer = context.services.authorizer
         readers: tuple[str, ...] | None = deletion.readers
         if not filters_in_store(context):
@@ -340,12 +349,14 @@ async def _subscription_slot(context: GraphQLContext) -> AsyncIterator[None]:
     client = context.client_id
     if counter.total >= settings.max_subscriptions:
         raise AppError(
-            ErrorCode.SERVICE_UNAVAILABLE, "this instance has no room for more subscriptions"
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "This instance has no room for more subscriptions; subscribe again later.",
         )
     if counter.per_client.get(client, 0) >= settings.max_subscriptions_per_client:
         raise AppError(
             ErrorCode.RATE_LIMITED,
-            f"at most {settings.max_subscriptions_per_client} subscriptions per client",
+            f"At most {settings.max_subscriptions_per_client} subscriptions may be open at once "
+            "per client; end one first.",
         )
     counter.total += 1
     counter.per_client[client] = counter.per_client.get(client, 0) + 1
@@ -360,14 +371,17 @@ async def _subscription_slot(context: GraphQLContext) -> AsyncIterator[None]:
             del counter.per_client[client]
 
 
-async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
-    """The broker's events until the client leaves, nothing happens for the idle timeout, or
-    the caller's token expires (then the subscription ends with UNAUTHORIZED: a socket must not
-    outlive the credentials it was opened with)."""
+async def _events(context: GraphQLContext, wants: Wants) -> AsyncGenerator[NoteEvent, None]:
+    """The events ``wants`` takes that the caller may read (``graphql.feed``), until the client
+    leaves, nothing happens for the idle timeout, or the caller's token expires (then the
+    subscription ends with UNAUTHORIZED: a socket must not outlive the credentials it was opened
+    with). A client too slow to read them is dropped with SUBSCRIBER_TOO_SLOW."""
+    subject = subject_of(context)
     idle = context.services.settings.graphql.subscription_idle_timeout_seconds
     expires_at = context.identity.expires_at if context.identity is not None else None
     await context.services.rate_limiter.spend(context.client_id, {Budget.SUBSCRIPTION: 1})
-    async with _subscription_slot(context), context.services.broker.subscribe() as events:
+    feed = context.services.feed
+    async with _subscription_slot(context), feed.subscribe_as(subject, wants) as events:
         iterator = aiter(events)
         while True:
             # Decided before waiting: the loop's timer can fire a little early (uvloop counts
@@ -380,6 +394,10 @@ async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
                 async with asyncio.timeout(max(wait, 0)):
                     event = await anext(iterator)
             except StopAsyncIteration:
+                if events.dropped:
+                    raise subscriber_too_slow(feed.queue_size, feed.queue_bytes) from None
+                if events.interruption is not None:
+                    raise events_unavailable() from None
                 return
             except TimeoutError:
                 if token_ends_first:
@@ -390,43 +408,75 @@ async def _events(context: GraphQLContext) -> AsyncGenerator[NoteEvent, None]:
             yield event
 
 
-async def _may_read(context: GraphQLContext, event: NoteEvent) -> bool:
-    """Subscribers see only changes to notes they may read."""
-    return event.note is not None and await is_authorized(
-        context, Resource.note(event.note_id), Action.READ
+def subscriber_too_slow(queue_size: int, queue_bytes: int) -> AppError:
+    """Ends a subscription whose client let its queue overflow: the events it missed are gone,
+    so it should subscribe again and refetch what it shows."""
+    return AppError(
+        ErrorCode.SUBSCRIBER_TOO_SLOW,
+        f"This subscription fell more than {queue_size} events or {queue_bytes} bytes behind "
+        "and was ended; subscribe again.",
     )
+
+
+def events_unavailable() -> AppError:
+    """Ends a subscription whose events stopped arriving (the events server was lost): the
+    client should subscribe again, and refetch what it shows, since events were missed."""
+    return AppError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "Note events are unavailable on this instance; subscribe again.",
+        extensions={"reason": "EVENTS_UNAVAILABLE"},
+    )
+
+
+def _created(event: NoteEvent) -> bool:
+    return event.kind is EventKind.CREATED
+
+
+def _deleted(event: NoteEvent) -> bool:
+    return event.kind is EventKind.DELETED
+
+
+def _updated(wanted: str | None) -> Wants:
+    def wants(event: NoteEvent) -> bool:
+        return event.kind is EventKind.UPDATED and (wanted is None or event.note_id == wanted)
+
+    return wants
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription
     async def note_created(self, info: Ctx) -> AsyncGenerator[NoteType, None]:
-        async for event in _events(info.context):
-            if event.kind is EventKind.CREATED and await _may_read(info.context, event):
-                yield event.note  # type: ignore[misc]
+        async for event in _events(info.context, _created):
+            yield event.note  # type: ignore[misc]
 
     @strawberry.subscription
     async def note_updated(
         self, info: Ctx, id: strawberry.ID | None = None
     ) -> AsyncGenerator[NoteType, None]:
         wanted = validation.note_id(str(id)) if id is not None else None
-        async for event in _events(info.context):
-            matches = wanted is None or event.note_id == wanted
-            if event.kind is EventKind.UPDATED and matches and await _may_read(info.context, event):
-                yield event.note  # type: ignore[misc]
+        async for event in _events(info.context, _updated(wanted)):
+            yield event.note  # type: ignore[misc]
 
     @strawberry.subscription
     async def note_deleted(self, info: Ctx) -> AsyncGenerator[str, None]:
-        subject = subject_of(info.context)
-        async for event in _events(info.context):
-            if event.kind is EventKind.DELETED and (
-                event.readers is None or subject in event.readers
-            ):
-                yield event.note_id
+        async for event in _events(info.context, _deleted):
+            yield event.note_id
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Strawberry logs every error with its traceback (over the WebSocket): an AppError is
+        an answer whose code says what happened (an expired token, events unavailable to every
+        subscriber at once), not a fault, so only the others are logged."""
+        faults = [error for error in errors if not isinstance(error.original_error, AppError)]
+        super().process_errors(faults, execution_context)
 
 
 def build_schema(**kwargs: Any) -> strawberry.Schema:
-    schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, **kwargs)
+    schema = _Schema(query=Query, mutation=Mutation, subscription=Subscription, **kwargs)
     read_plain_fields_directly(graphql_core_schema(schema))
     return schema
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from pcf_api.errors import AppError, ErrorCode
@@ -25,6 +26,14 @@ LIMIT_DEFAULT = 10  # a page's size when neither limit, first nor last is given
 OFFSET_MAX = 10_000
 SEARCH_MAX = 200
 CURSOR_MAX = 128
+# The integer arguments of the list fields and what each allows: ``first`` and ``last`` may be 0
+# (pageInfo and totalCount only), as the Relay connection spec allows.
+RANGES: Mapping[str, tuple[int, int]] = {
+    "limit": (1, LIMIT_MAX),
+    "offset": (0, OFFSET_MAX),
+    "first": (0, LIMIT_MAX),
+    "last": (0, LIMIT_MAX),
+}
 
 # A cursor is base64url (unpadded) of this prefix, the note's creation time in microseconds
 # since the epoch and its id: "pcf1:<micros>:notes:<ulid>". The prefix versions the format, so
@@ -43,22 +52,24 @@ def invalid(field: str, constraint: str, message: str) -> AppError:
 
 def note_id(value: str, field: str = "id") -> str:
     if len(value) > 64 or not NOTE_ID.match(value):
-        raise invalid(field, "format", f"{field} must look like notes:<id>")
+        raise invalid(field, "format", f"{field} must look like notes:<id>.")
     return value
 
 
 def _length(field: str, value: str, maximum: int) -> str:
     if not 1 <= len(value) <= maximum:
-        raise invalid(field, "length", f"{field} must be 1 to {maximum} characters")
+        raise invalid(field, "length", f"{field} must be 1 to {maximum} characters.")
     return value
 
 
 def title(value: str) -> str:
     _length("title", value, TITLE_MAX)
     if any(unicodedata.category(char) == "Cc" for char in value):
-        raise invalid("title", "no_control_characters", "title must not contain control characters")
+        raise invalid(
+            "title", "no_control_characters", "title must not contain control characters."
+        )
     if not value.strip():
-        raise invalid("title", "length", "title must not be blank")
+        raise invalid("title", "length", "title must not be blank.")
     return value
 
 
@@ -70,29 +81,33 @@ def author(value: str, field: str = "author") -> str:
     _length(field, value, AUTHOR_MAX)
     if not USERNAME.match(value):
         raise invalid(
-            field, "username", f"{field} must be a user id: letters, digits and . _ @ | : + -"
+            field,
+            "username",
+            f"{field} must be a user id: letters, digits and . _ @ | : + -, "
+            "a letter or digit first.",
         )
     return value
 
 
-def limit(value: int) -> int:
-    if not 1 <= value <= LIMIT_MAX:
-        raise invalid("limit", "range", f"limit must be between 1 and {LIMIT_MAX}")
+def in_range(value: int, field: str) -> int:
+    """``value`` of the integer argument ``field`` (a key of ``RANGES``), within its range."""
+    low, high = RANGES[field]
+    if not low <= value <= high:
+        raise invalid(field, "range", f"{field} must be between {low} and {high}, not {value}.")
     return value
+
+
+def limit(value: int) -> int:
+    return in_range(value, "limit")
 
 
 def offset(value: int) -> int:
-    if not 0 <= value <= OFFSET_MAX:
-        raise invalid("offset", "range", f"offset must be between 0 and {OFFSET_MAX}")
-    return value
+    return in_range(value, "offset")
 
 
 def count(value: int, field: str) -> int:
-    """``first`` or ``last``: bounded like ``limit``; 0 is allowed (pageInfo and totalCount
-    only), as the Relay connection spec allows it."""
-    if not 0 <= value <= LIMIT_MAX:
-        raise invalid(field, "range", f"{field} must be between 0 and {LIMIT_MAX}")
-    return value
+    """``first`` or ``last``."""
+    return in_range(value, field)
 
 
 def encode_cursor(key: Key) -> str:
@@ -106,7 +121,9 @@ def cursor(value: str, field: str) -> Key:
     naming the field; only the canonical spelling of a cursor is accepted."""
     key = _decode_cursor(value) if len(value) <= CURSOR_MAX else None
     if key is None or encode_cursor(key) != value:
-        raise invalid(field, "cursor", f"{field} is not a cursor of this list")
+        raise invalid(
+            field, "cursor", f"{field} is not a cursor of this list: send back one it handed out."
+        )
     return key
 
 
@@ -128,5 +145,5 @@ def _decode_cursor(value: str) -> Key | None:
 
 def search_query(value: str) -> str:
     if not value.strip():
-        raise invalid("query", "length", "query must not be blank")
+        raise invalid("query", "length", "query must not be blank.")
     return _length("query", value, SEARCH_MAX)

@@ -7,31 +7,64 @@ looks the same whoever wrote it: in JSON, one object with ``timestamp`` (ISO 860
 Redaction is done twice. Fields whose names say they hold credentials are replaced while the
 event is still structured, and then the finished line is scrubbed of every configured secret
 value and of the credential headers of the current request. The second pass is what makes it a
-guarantee: it sees the exact bytes that are written, whichever logger produced them.
+guarantee: it sees the exact bytes that are written, whichever logger produced them. The same
+pass replaces personal data (e-mail addresses, card numbers, configured patterns).
+
+Lines are finished on the thread that logs them and written by another (``logqueue``): the event
+loop never waits for stdout, and when stdout's reader falls behind, lines are dropped and
+counted rather than the service stalled.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from pcf_api.observability.exceptions import exception_fields
+from pcf_api.observability.logqueue import LEVELS, LineQueue, LineWriter, QueuedLines
+from pcf_api.observability.privacy import (
+    ClientIpMode,
+    PersonalData,
+    Pseudonyms,
+    SubjectMode,
+    client_renderer,
+    same,
+    subject_renderer,
+)
 from pcf_api.observability.tracecontext import current_span_id, current_trace_id
+
+if TYPE_CHECKING:
+    from pcf_api.config import Settings
 
 REDACTED = "[REDACTED]"
 
 _SENSITIVE_FIELD = re.compile(
     r"(authorization|cookie|password|passwd|secret|token|api[_-]?key|credential)", re.IGNORECASE
 )
-_CREDENTIAL_SCHEME = re.compile(r"\b(Bearer|Basic|Digest)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# A scheme name followed by a value, unless that word is prose ("Bearer tokens are refused",
+# "Basic realm"): a word of this list ending the word, with at most a full stop after it, or a
+# challenge's ``realm=``.
+_PROSE_AFTER_SCHEME = (
+    "tokens?|auth|authentication|authori[sz]ation|credentials?|schemes?|headers?|realm|is|are|"
+    "was|were|and|or|not|the|a|an|only|with|without|required|missing|expected|given|must|may|"
+    "can|cannot|in|for|of|to"
+)
+_CREDENTIAL_SCHEME = re.compile(
+    r"\b(Bearer|Basic|Digest)\s+"
+    rf"(?!(?:{_PROSE_AFTER_SCHEME})\.?(?![A-Za-z0-9._~+/=-])|realm=)"
+    r"[A-Za-z0-9._~+/=-]+",
+    re.IGNORECASE,
+)
 
 _LEVEL_NAMES = {
     "debug": "DEBUG",
@@ -54,6 +87,7 @@ class SecretScrubber:
     def __init__(self) -> None:
         self._secrets: tuple[str, ...] = ()
         self._needles: tuple[str, ...] = ()
+        self.personal = PersonalData()
 
     def set_secrets(self, values: Iterable[str]) -> None:
         self._secrets = tuple(dict.fromkeys(values))
@@ -65,6 +99,9 @@ class SecretScrubber:
         self.set_secrets((*self._secrets, *values))
 
     def scrub(self, line: str) -> str:
+        return self.personal.scrub(self.scrub_secrets(line))
+
+    def scrub_secrets(self, line: str) -> str:
         request = request_credentials.get()
         # One list, longest first, so a short value never splits a longer one it is part of.
         needles = _needles_for((*self._secrets, *request)) if request else self._needles
@@ -203,6 +240,28 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+DROP_REPORT_SECONDS = 10.0
+FLUSH_SECONDS = 0.1
+
+
+class _Output:
+    """The process's current log output: its handler, queue and writer thread."""
+
+    def __init__(self, handler: QueuedLines, lines: LineQueue, writer: LineWriter) -> None:
+        self.handler = handler
+        self.lines = lines
+        self.writer = writer
+        self.drain_seconds = 30.0
+
+
+class _Current:
+    output: _Output | None = None
+
+
+_current = _Current()
+_dropped_before: dict[str, int] = dict.fromkeys(LEVELS, 0)  # by outputs replaced since start
+
+
 def configure_logging(
     *,
     level: str = "INFO",
@@ -210,21 +269,29 @@ def configure_logging(
     module_levels: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    buffer_lines: int = 10_000,
+    tracebacks: bool = True,
+    scrub: Iterable[str] = ("email", "card"),
+    scrub_patterns: Iterable[str] = (),
+    client_ip: ClientIpMode = "full",
+    subject: SubjectMode = "raw",
+    audit_subject: SubjectMode = "raw",
+    hash_key: str | None = None,
+    drain_seconds: float = 30.0,
 ) -> None:
-    """Route structlog and the standard library into one handler; safe to call again."""
+    """Route structlog and the standard library into one queued output; safe to call again
+    (what the previous output still held is written first)."""
     scrubber.set_secrets(secrets)
+    scrubber.personal = PersonalData(scrub, scrub_patterns)
+    exceptions = exception_fields(tracebacks=tracebacks)
     renderer: Processor
     final: list[Processor]
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-        final = [structlog.processors.format_exc_info]
+        final = [exceptions]
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        final = [
-            structlog.processors.format_exc_info,
-            structlog.processors.EventRenamer("message"),
-            _order_keys,
-        ]
+        final = [exceptions, structlog.processors.EventRenamer("message"), _order_keys]
 
     formatter = _ScrubbingFormatter(
         foreign_pre_chain=_shared_processors(),
@@ -234,10 +301,31 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    close_logging()
+    lines = LineQueue(buffer_lines)
+    handler = QueuedLines(lines)
     handler.setFormatter(formatter)
-    for flat_log in (access_log, audit_log):
-        flat_log.use(handler if log_format == "json" else None)
+    writer = LineWriter(
+        lines,
+        stream or sys.stdout,
+        flush_interval=FLUSH_SECONDS,
+        report_interval=DROP_REPORT_SECONDS,
+        report=_report_dropped,
+    )
+    output = _current.output = _Output(handler, lines, writer)
+    output.drain_seconds = drain_seconds
+    writer.start()
+
+    pseudonyms.set_key(hash_key)
+    access_log.use(
+        output if log_format == "json" else None,
+        client=client_renderer(client_ip, pseudonyms),
+        subject=subject_renderer(subject, pseudonyms),
+    )
+    audit_log.use(
+        output if log_format == "json" else None,
+        subject=subject_renderer(audit_subject, pseudonyms),
+    )
 
     root = logging.getLogger()
     for existing in list(root.handlers):
@@ -267,9 +355,99 @@ def configure_logging(
     )
 
 
+def configure_from_settings(settings: Settings) -> None:
+    """``configure_logging`` as the settings say (``log`` section, secrets to scrub, and the
+    shutdown timeout as the bound of the last drain)."""
+    log = settings.log
+    key = log.hash_key.get_secret_value() if log.hash_key is not None else None
+    configure_logging(
+        level=log.level,
+        log_format=log.format,
+        module_levels=log.levels,
+        secrets=settings.secret_values(),
+        buffer_lines=log.buffer_lines,
+        tracebacks=log.tracebacks,
+        scrub=log.scrub,
+        scrub_patterns=log.scrub_patterns,
+        client_ip=log.client_ip,
+        subject=log.subject,
+        audit_subject=log.audit_subject,
+        hash_key=key,
+        drain_seconds=settings.server.shutdown_timeout,
+    )
+    hashing = "hash" in (log.client_ip, log.subject, log.audit_subject)
+    if hashing and key is None and not settings.is_development:
+        get_logger(__name__).warning(
+            "log.hash_key is not set: hashed subjects and addresses correlate within this "
+            "process only (set log.hash_key_file to share a key between replicas)"
+        )
+
+
+def flush_logs(timeout: float = 5.0) -> bool:
+    """Wait until every line logged so far is written; False when that took over ``timeout``."""
+    output = _current.output
+    return output is None or output.lines.wait_written(timeout)
+
+
+def close_logging(timeout: float | None = None) -> bool:
+    """Write what is queued (for at most ``timeout``, by default the configured drain bound)
+    and stop the writer thread; False when the stream would not take it all in time."""
+    output, _current.output = _current.output, None
+    if output is None:
+        return True
+    for level, count in output.lines.dropped.items():
+        _dropped_before[level] += count
+    return output.writer.close(output.drain_seconds if timeout is None else timeout)
+
+
+atexit.register(close_logging)  # after `stopped`: the last lines reach stdout before exit
+
+
+def dropped_lines() -> dict[str, int]:
+    """Lines dropped since the process started, by level (the output was full for them)."""
+    output = _current.output
+    current = output.lines.dropped if output is not None else {}
+    return {level: _dropped_before[level] + current.get(level, 0) for level in LEVELS}
+
+
+def _report_dropped(lost: Mapping[str, int]) -> None:
+    get_logger(__name__).warning(
+        "log lines dropped",
+        dropped=dict(lost),
+        dropped_total=sum(lost.values()),
+        reason="the log output's reader fell behind and the buffer (log.buffer_lines) was full",
+    )
+
+
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+pseudonyms = Pseudonyms()
+"""The key of hashed subjects and addresses; ``set_key`` follows a rotated ``log.hash_key``."""
+
+
+class RequestLog:
+    """What a request's handlers learn that its access line should say (who the caller is)."""
+
+    __slots__ = ("subject",)
+
+    def __init__(self) -> None:
+        self.subject: str | None = None
+
+
+current_request_log: ContextVar[RequestLog | None] = ContextVar("current_request_log", default=None)
+
+
+def note_subject(subject: str) -> None:
+    """The current request's caller, for its access line (rendered as ``log.subject`` says)."""
+    request = current_request_log.get()
+    if request is not None:
+        request.subject = subject
+
+
+Render = Callable[[Any], Any]
 
 
 class FlatLog:
@@ -279,9 +457,10 @@ class FlatLog:
     most of what the service logs; through the general path each cost ≈ 10 % of a small
     request's CPU (see docs/benchmarks.md). Their fields are known: no credential-named keys,
     no nested values, no positional arguments. So in JSON they are rendered here, with the same
-    leading keys in the same order, scrubbed by the same scrubber and written through the same
-    handler (and its lock). In console format, or when that handler is no longer the root's,
-    they take the general path.
+    leading keys in the same order, scrubbed by the same scrubber and queued on the same output.
+    In console format, or when that output is no longer the root's handler, they take the
+    general path. Fields that name people (``client``, ``subject``) pass through the renderers
+    the privacy settings chose; a renderer's None leaves the field out.
     """
 
     def __init__(self, name: str, message: str) -> None:
@@ -290,10 +469,15 @@ class FlatLog:
         self._logger = logging.getLogger(name)
         self._root = logging.getLogger()
         self._fallback = get_logger(name)
-        self._handler: logging.StreamHandler[TextIO] | None = None
+        self._output: _Output | None = None
+        self._renderers: tuple[tuple[str, Render], ...] = ()
+        self._hidden: frozenset[str] = frozenset()
 
-    def use(self, handler: logging.StreamHandler[TextIO] | None) -> None:
-        self._handler = handler
+    def use(self, output: _Output | None, **renderers: Render) -> None:
+        self._output = output
+        self._renderers = tuple(renderers.items())
+        # What a renderer hashed or shortened is not personal data any more; the rest is checked.
+        self._hidden = frozenset(key for key, render in renderers.items() if render is not same)
 
     def is_enabled_for(self, level: int) -> bool:
         return self._logger.isEnabledFor(level)
@@ -301,28 +485,44 @@ class FlatLog:
     def write(self, level: int, fields: Mapping[str, Any]) -> None:
         if not self._logger.isEnabledFor(level):
             return
-        handler = self._handler
-        if handler is None or handler not in self._root.handlers:
-            self._fallback.log(level, self.message, **fields)
+        output = self._output
+        if output is None or output.handler not in self._root.handlers:
+            self._fallback.log(level, self.message, **self._rendered(dict(fields)))
             return
-        event = {
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "level": _LEVEL_NAMES[logging.getLevelName(level).lower()],
-            "module": self.name,
-            "trace_id": current_trace_id.get(),
-            "message": self.message,
-            **fields,
-        }
+        if output.lines.refuses(level):  # dropped: not worth rendering
+            output.lines.drop(level)
+            return
+        event = self._rendered(
+            {
+                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "level": _LEVEL_NAMES[logging.getLevelName(level).lower()],
+                "module": self.name,
+                "trace_id": current_trace_id.get(),
+                "message": self.message,
+                **fields,
+            }
+        )
         span_id = current_span_id()
         if span_id is not None:
             event["span_id"] = span_id
-        line = scrubber.scrub(_orjson_dumps(event))
-        handler.acquire()
-        try:
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
-        finally:
-            handler.release()
+        # Personal data is looked for in the field values, not in the whole line: the leading
+        # fields are the service's own, and one pattern pass over a line costs ≈ 10 µs.
+        personal = scrubber.personal
+        for key, value in fields.items():
+            if isinstance(value, str) and key not in self._hidden:
+                event[key] = personal.scrub(value)
+        output.lines.offer(level, scrubber.scrub_secrets(_orjson_dumps(event)))
+
+    def _rendered(self, event: dict[str, Any]) -> dict[str, Any]:
+        for key, render in self._renderers:
+            value = event.get(key)
+            if value is not None:
+                rendered = render(value)
+                if rendered is None:
+                    del event[key]
+                else:
+                    event[key] = rendered
+        return event
 
 
 access_log = FlatLog("pcf_api.access", "request")

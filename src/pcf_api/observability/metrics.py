@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import secrets
 from base64 import b64decode
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import (
@@ -33,7 +33,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
@@ -244,6 +244,19 @@ def health_metrics(health: HealthReport) -> Iterable[Metric]:
         up.add_metric([name, critical], 1.0 if entry["status"] == "up" else 0.0)
         latency.add_metric([name], entry["latency_ms"] / 1000)
     return [readiness, up, latency]
+
+
+def dropped_lines_metrics(dropped: Callable[[], Mapping[str, int]]) -> Iterable[Metric]:
+    """Log lines dropped because the log output's buffer was full, by level (every level
+    exported from the start, so ``rate()`` sees the first loss)."""
+    family = CounterMetricFamily(
+        "log_lines_dropped",
+        "Log lines dropped, not waited for: stdout's reader fell behind, the buffer was full.",
+        labels=["level"],
+    )
+    for level, count in dropped().items():
+        family.add_metric([level], float(count))
+    return [family]
 
 
 class MetricsEndpoint:

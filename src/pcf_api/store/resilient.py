@@ -1,7 +1,8 @@
 """The note store as the API uses it: the same operations, with a plan for database outages.
 
-- Reads of notes by id fall back to a bounded cache of recently read notes; the caller learns
-  that the answer came from the cache, so the response can say so.
+- Reads of notes by id fall back to a cache of recently read notes, bounded in bytes (a note's
+  content is what clients wrote) and in count; the caller learns that the answer came from the
+  cache, so the response can say so.
 - Lists (offset and keyset pages) and searches cannot be answered from a partial cache: they
   fail as DATABASE_ERROR.
 - Writes wait for the database in the WriteGate (bounded in count and time) and are
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import structlog
-from cachetools import LRUCache
 
 from pcf_api.errors import AppError, ErrorCode, StoreConflict, reason_of
 from pcf_api.resilience import Availability, WriteGate
+from pcf_api.sizing import BytesCache, text_bytes
 from pcf_api.store.database import Database, is_unavailable
 from pcf_api.store.models import Note, new_note_id
 from pcf_api.store.notes import Deletion, Key, NotePage, NoteStore, NoteWindow
@@ -30,6 +32,17 @@ from pcf_api.store.notes import Deletion, Key, NotePage, NoteStore, NoteWindow
 log: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(__name__)
 
 T = TypeVar("T")
+
+
+def note_bytes(_: str, note: Note) -> int:
+    """A cached note's memory: the tuple, its two datetimes and its strings (the key is
+    ``note.id`` itself)."""
+    return (
+        sys.getsizeof(note)
+        + sys.getsizeof(note.created_at)
+        + sys.getsizeof(note.updated_at)
+        + sum(text_bytes(text) for text in (note.id, note.title, note.content, note.author))
+    )
 
 
 def database_error() -> AppError:
@@ -42,6 +55,7 @@ class ResilientNoteStore:
         store: NoteStore,
         *,
         cache_size: int,
+        cache_bytes: int,
         write_queue_size: int,
         write_wait_seconds: float,
         probe_interval: float = 0.5,
@@ -54,7 +68,9 @@ class ResilientNoteStore:
             max_wait=write_wait_seconds,
             is_unavailable=is_unavailable,
         )
-        self.cache: LRUCache[str, Note] = LRUCache(maxsize=max(cache_size, 1))
+        self.cache: BytesCache[str, Note] = BytesCache(
+            max_bytes=cache_bytes, max_entries=cache_size, size_of=note_bytes
+        )
         self.probe_interval = probe_interval
         self._prober: asyncio.Task[None] | None = None
 
@@ -96,7 +112,9 @@ class ResilientNoteStore:
             else:
                 self._remember(found.values())
                 return found, False
-        cached = {note_id: self.cache[note_id] for note_id in note_ids if note_id in self.cache}
+        cached = {
+            note_id: note for note_id in note_ids if (note := self.cache.get(note_id)) is not None
+        }
         return cached, True
 
     async def page(
@@ -166,7 +184,7 @@ class ResilientNoteStore:
                 return existing
 
         note = await self._write(insert)
-        self.cache[note.id] = note
+        self.cache.put(note.id, note)
         return note
 
     async def update(
@@ -174,12 +192,12 @@ class ResilientNoteStore:
     ) -> Note | None:
         note = await self._write(lambda: self.store.update(note_id, title=title, content=content))
         if note is not None:
-            self.cache[note.id] = note
+            self.cache.put(note.id, note)
         return note
 
     async def delete(self, note_id: str) -> Deletion:
         deletion = await self._write(lambda: self.store.delete(note_id))
-        self.cache.pop(note_id, None)
+        self.cache.pop(note_id)
         return deletion
 
     async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
@@ -198,7 +216,7 @@ class ResilientNoteStore:
 
     def _remember(self, notes: Iterable[Note]) -> None:
         for note in notes:
-            self.cache[note.id] = note
+            self.cache.put(note.id, note)
 
     def _went_down(self, reason: str) -> None:
         self.availability.mark_down(reason)

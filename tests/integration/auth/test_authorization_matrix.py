@@ -139,3 +139,20 @@ async def test_subjects_with_unusual_characters_do_not_collide(authorizer: Autho
     assert not (await authorizer.check("*", NOTE, Action.READ)).allowed
     await authorizer.share(NOTE_ID, "*", Role.READER)
     assert not (await authorizer.check("someone-else", NOTE, Action.READ)).allowed
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_the_audience_of_a_note_is_everyone_who_may_act_on_it(
+    authorizer: Authorizer, action: Action
+) -> None:
+    subjects = [OWNER, WRITER, READER, STRANGER, "nobody"]
+
+    decisions = await authorizer.audience(NOTE, subjects, action)
+
+    assert [decision.subject for decision in decisions] == subjects
+    allowed = {decision.subject for decision in decisions if decision.allowed}
+    assert allowed == {subject for subject, actions in ALLOWED.items() if action in actions}
+    assert not any(decision.from_cache for decision in decisions)
+    again = await authorizer.audience(NOTE, subjects, action)
+    assert all(decision.from_cache for decision in again)
+    assert {decision.subject for decision in again if decision.allowed} == allowed

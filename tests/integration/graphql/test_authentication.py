@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -184,3 +185,34 @@ async def test_readiness_is_degraded_while_the_issuers_keys_cannot_be_loaded(
         assert up["status"] == "healthy"
         served = await http.post("/graphql", json={"query": WHO}, headers=bearer(issuer.token()))
         assert served.status_code == 200
+
+
+async def test_with_only_an_hs256_secret_the_issuer_is_never_asked_for_keys(
+    tmp_path: Path, issuer: JwksServer
+) -> None:
+    """``auth.issuer`` is then the ``iss`` to check, not a key source: no discovery at start or
+    from the readiness checks, and readiness healthy rather than degraded for good."""
+    secret = "only-hs256-test-secret-0123456789abcdef"
+    settings = settings_for(
+        f"sqlite+aiosqlite:///{tmp_path}/notes.db",
+        PCF_AUTH__ISSUER=issuer.issuer,
+        PCF_AUTH__HS256_SECRET=secret,
+        PCF_AUTH__DEMO_USER="",
+        PCF_HEALTH__CHECK_INTERVAL_SECONDS="0.2",
+    )
+    async with running(build_service(settings)) as http:
+        await _readiness_when(http, lambda report: report["status"] != "starting")
+        await asyncio.sleep(1.0)  # five readiness checks
+        report = (await http.get("/health/ready")).json()
+
+        claims = {"sub": "carol", "exp": int(time.time()) + 300}
+        ours = jwt.encode({**claims, "iss": issuer.issuer}, secret, "HS256")
+        theirs = jwt.encode({**claims, "iss": "https://elsewhere.example"}, secret, "HS256")
+        served = await http.post("/graphql", json={"query": WHO}, headers=bearer(ours))
+        refused = await http.post("/graphql", json={"query": WHO}, headers=bearer(theirs))
+
+    assert issuer.hits == {}
+    assert report["status"] == "healthy", report
+    assert "identity_keys" not in report["services"]
+    assert served.status_code == 200, served.json()
+    assert refused.status_code == 401

@@ -36,6 +36,8 @@ SPECIFIED = {
     "authorization_cache_hits_total",
     "authorization_cache_misses_total",
     "rate_limit_rejections_total",
+    "rate_limit_storage_fallback",
+    "rate_limit_fallback_decisions_total",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",

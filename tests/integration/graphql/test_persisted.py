@@ -13,9 +13,20 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.exceptions import RedisError
 
-from pcf_api.composition import build_service
-from pcf_api.graphql.persisted import ManifestError
+from pcf_api.composition import Service, build_service
+from pcf_api.graphql.persisted import (
+    ManifestError,
+    MemoryDocumentStore,
+    RedisDocumentStore,
+    registered_bytes,
+    sha256_hex,
+)
+from pcf_api.health import Status
+from pcf_api.resilience import BreakerState
+from pcf_api.sizing import LRU_ENTRY_BYTES
+from support.redis import private_redis, silent_listener
 from support.servers import DEV_JSON, ServerFactory
 from support.wsclient import TRANSPORT_WS, SubscriptionClient
 
@@ -151,8 +162,9 @@ async def test_a_registered_mutation_is_still_refused_over_get(http: httpx.Async
 async def test_the_store_holds_a_bounded_number_of_bytes(sqlite_url: str) -> None:
     first = "query A { notes { totalCount } }"
     second = "query B { notes { totalCount } }"
+    room_for_one = registered_bytes(sha256_hex(first), first) + LRU_ENTRY_BYTES + 10
     service = build_service(
-        settings_for(sqlite_url, PCF_GRAPHQL__PERSISTED_QUERIES_MAX_BYTES=str(len(first) + 10))
+        settings_for(sqlite_url, PCF_GRAPHQL__PERSISTED_QUERIES_MAX_BYTES=str(room_for_one))
     )
     async with running(service) as http:
         await post(http, {"query": first, "extensions": persisted(first)})
@@ -225,6 +237,49 @@ async def test_with_redis_down_documents_still_execute(sqlite_url: str) -> None:
         assert plain.json() == {"data": {"notes": {"totalCount": 0}}}
 
 
+async def test_a_hanging_redis_costs_a_lookup_its_timeout_until_the_breaker_opens() -> None:
+    with silent_listener() as url:
+        store = RedisDocumentStore.from_url(url, local=MemoryDocumentStore(10_000), timeout=0.2)
+        loop = asyncio.get_running_loop()
+        timings = []
+        for index in range(8):
+            began = loop.time()
+            assert await store.get(sha(f"query Q{index} {{ health {{ status }} }}")) is None
+            timings.append(loop.time() - began)
+        with pytest.raises(RedisError):
+            await store.check()
+        await store.aclose()
+    assert max(timings) < 0.2 + 0.2
+    assert store.breaker.state is BreakerState.OPEN
+    assert sum(timings[RedisDocumentStore.BREAKER_FAILURES :]) < 0.1
+
+
+async def test_a_redis_stopped_mid_run_is_a_miss_then_shared_again(tmp_path: Path) -> None:
+    documents = [f"query Mid{index} {{ health {{ status }} }}" for index in range(3)]
+    with private_redis(tmp_path) as server:
+        one, two = (
+            RedisDocumentStore.from_url(server.url, local=MemoryDocumentStore(10_000))
+            for _ in range(2)
+        )
+        await one.put(sha(documents[0]), documents[0])
+        assert await two.get(sha(documents[0])) == documents[0]
+
+        server.stop()
+        await one.put(sha(documents[1]), documents[1])  # dropped, not an error
+        assert await two.get(sha(documents[1])) is None  # a miss: the client resends it
+        with pytest.raises(RedisError):
+            await two.check()
+
+        server.start()
+        one.breaker.reset_timeout = two.breaker.reset_timeout = 0.05
+        await asyncio.sleep(0.1)
+        await one.put(sha(documents[2]), documents[2])
+        assert await two.get(sha(documents[2])) == documents[2]
+        await two.check()
+        await one.aclose()
+        await two.aclose()
+
+
 # Trusted documents
 
 
@@ -232,6 +287,16 @@ def manifest(tmp_path: Path, documents: dict[str, str], name: str = "manifest.js
     path = tmp_path / name
     path.write_text(json.dumps(documents))
     return path
+
+
+async def until_checked(service: Service) -> None:
+    """Readiness says ``starting`` until every check has reported once, which can come after the
+    notes API is ready on a loaded machine."""
+    for _ in range(200):
+        if service.health.status() is not Status.STARTING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"readiness still starting: {service.health.report()}")
 
 
 def trusted_env(tmp_path: Path, *, only: bool = True) -> dict[str, str]:
@@ -247,6 +312,7 @@ async def test_only_trusted_documents_refuses_others_before_parsing(
 ) -> None:
     service = build_service(settings_for(sqlite_url, **trusted_env(tmp_path)))
     async with running(service) as http:
+        await until_checked(service)
         by_hash = await post(http, {"extensions": persisted(TRUSTED)})
         assert by_hash.json() == {"data": {"health": {"status": "healthy"}}}, by_hash.json()
         by_text = await post(http, {"query": TRUSTED})

@@ -7,6 +7,7 @@ with SERVICE_UNAVAILABLE. Relationship changes drop the resource's cached decisi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -54,6 +55,9 @@ class MemoryBackend:
         self.relations: dict[tuple[str, str], Relation] = {}
         self.calls: list[str] = []
         self.down = False
+        self.gate = asyncio.Event()
+        """``audience`` answers once this is set (set from the start): lets a test hold it."""
+        self.gate.set()
 
     def _enter(self, call: str) -> None:
         self.calls.append(call)
@@ -73,6 +77,15 @@ class MemoryBackend:
     ) -> set[Resource]:
         self._enter(f"filter:{len(resources)}")
         return {resource for resource in resources if self._allows(subject, resource, action)}
+
+    async def audience(
+        self, resource: Resource, action: Action, subjects: Sequence[str]
+    ) -> set[str]:
+        self._enter(f"audience:{len(subjects)}")
+        await self.gate.wait()
+        if self.down:
+            raise BackendUnavailable("connection lost")
+        return {subject for subject in subjects if self._allows(subject, resource, action)}
 
     async def create(self, note_id: str, owner: str) -> None:
         self._enter("create")
@@ -250,6 +263,93 @@ async def test_a_fully_cached_list_does_not_reach_the_backend(
 async def test_a_list_takes_individual_notes_only(authorizer: Authorizer) -> None:
     with pytest.raises(ValueError, match="individual resources"):
         await authorizer.filter("alice", [Resource("note")])
+
+
+# --- Audiences: who among many subscribers may see a note ---------------------------------
+
+
+async def test_an_audience_is_decided_in_one_backend_call_and_then_cached(
+    authorizer: Authorizer, backend: MemoryBackend
+) -> None:
+    decisions = await authorizer.audience(NOTE, ["alice", "bob", "carol", "alice"])
+
+    assert [(d.subject, d.allowed, d.from_cache) for d in decisions] == [
+        ("alice", True, False),
+        ("bob", True, False),
+        ("carol", False, False),
+    ]
+    again = await authorizer.audience(NOTE, ["bob", "carol", "dave"])
+    assert [(d.subject, d.allowed, d.from_cache) for d in again] == [
+        ("bob", True, True),
+        ("carol", False, True),
+        ("dave", False, False),
+    ]
+    assert backend.calls == ["audience:3", "audience:1"]
+
+
+async def test_audiences_asked_while_a_lookup_runs_wait_for_it_instead_of_asking_again(
+    authorizer: Authorizer, backend: MemoryBackend
+) -> None:
+    backend.gate.clear()
+    first = asyncio.create_task(authorizer.audience(NOTE, ["alice", "bob"]))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(authorizer.audience(NOTE, ["bob", "alice"])) for _ in range(50)]
+    await asyncio.sleep(0)
+    backend.gate.set()
+
+    answers = await asyncio.gather(first, *others)
+
+    assert backend.calls == ["audience:2"]
+    assert all(
+        {(d.subject, d.allowed) for d in answer} == {("alice", True), ("bob", True)}
+        for answer in answers
+    )
+
+
+async def test_a_lookup_begun_before_a_relationship_change_is_not_joined(
+    authorizer: Authorizer, backend: MemoryBackend
+) -> None:
+    backend.gate.clear()
+    first = asyncio.create_task(authorizer.audience(NOTE, ["bob"]))
+    await asyncio.sleep(0)
+    await authorizer.unshare("n1", "bob")
+    second = asyncio.create_task(authorizer.audience(NOTE, ["bob"]))
+    await asyncio.sleep(0)
+    backend.gate.set()
+
+    await first
+    (decision,) = await second
+    assert not decision.allowed
+    assert sorted(backend.calls) == ["audience:1", "audience:1", "unshare"]
+
+
+async def test_the_budget_bounds_how_many_audience_lookups_run_at_once(
+    authorizer: Authorizer, backend: MemoryBackend
+) -> None:
+    budget = asyncio.Semaphore(1)
+    backend.gate.clear()
+    lookups = [
+        asyncio.create_task(authorizer.audience(Resource.note(f"n{i}"), ["alice"], budget=budget))
+        for i in range(3)
+    ]
+    await asyncio.sleep(0.01)
+    assert backend.calls == ["audience:1"]
+    backend.gate.set()
+    await asyncio.gather(*lookups)
+    assert backend.calls == ["audience:1"] * 3
+
+
+async def test_during_an_outage_an_audience_is_answered_from_the_cache_or_fails_closed(
+    authorizer: Authorizer, backend: MemoryBackend, clock: Clock
+) -> None:
+    await authorizer.audience(NOTE, ["bob"])
+    clock.now += TTL + 10
+    backend.down = True
+
+    (decision,) = await authorizer.audience(NOTE, ["bob"])
+    assert (decision.allowed, decision.from_cache, decision.stale) == (True, True, True)
+    with pytest.raises(AuthorizationUnavailable):
+        await authorizer.audience(NOTE, ["bob", "carol"])
 
 
 # --- Outages ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pcf_api.auth.authorizer import CachedDecision, DecisionCache
 from pcf_api.auth.policy import Action, Resource
+from support.memory import retained_bytes
 
 NOTE_A = Resource.note("a")
 NOTE_B = Resource.note("b")
@@ -117,3 +118,25 @@ def test_the_invalidation_index_stays_bounded_as_entries_are_evicted() -> None:
     assert len(decisions._by_resource) <= 20
     assert decisions.invalidate(Resource.note("999")) == 1
     assert decisions.invalidate(Resource.note("0")) == 0
+
+
+def test_the_bytes_counted_cover_what_the_decisions_take_in_memory() -> None:
+    # Long subjects (a token's sub may have 100 characters), a note each: the index's worst case.
+    subjects = [f"{'s' * 90}{index:010d}" for index in range(5000)]
+    resources = [Resource.note(f"notes:{index:026d}") for index in range(5000)]
+    decisions = DecisionCache(maxsize=1_000_000, max_bytes=1 << 40, clock=Clock())
+
+    def fill() -> DecisionCache:
+        for subject, resource in zip(subjects, resources, strict=True):
+            decisions.put((subject, resource, Action.READ), True)
+        return decisions
+
+    assert retained_bytes(fill) <= decisions.size_bytes
+
+
+def test_bounded_in_bytes_as_well_as_in_count() -> None:
+    decisions = DecisionCache(maxsize=1_000_000, max_bytes=200_000, clock=Clock())
+    for index in range(5000):
+        decisions.put((f"user-{index}", Resource.note(f"notes:{index}"), Action.READ), True)
+    assert decisions.size_bytes <= 200_000
+    assert 0 < len(decisions) < 5000

@@ -7,6 +7,7 @@ tests/integration/auth/test_jwks.py covers keys fetched from an issuer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -29,12 +30,19 @@ from pcf_api.auth.errors import AuthenticationError
 from pcf_api.auth.keys import JwksKeySet, StaticKeys, parse_key_document
 from pcf_api.auth.local import LocalBackend
 from pcf_api.auth.spicedb import SpiceDBBackend
-from pcf_api.auth.tokens import Authenticator, Identity, TokenVerifier, bearer_token
+from pcf_api.auth.tokens import (
+    Authenticator,
+    Identity,
+    TokenVerifier,
+    bearer_token,
+    verified_bytes,
+)
 from pcf_api.composition import create_authenticator, create_authorizer, create_verifier
 from pcf_api.config import AuthSettings, AuthzSettings, DatabaseSettings, Settings
 from pcf_api.errors import ErrorCode
 from pcf_api.store.database import create_database
 from support.jwks_server import SigningKey, ec_key, rsa_key
+from support.memory import retained_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -180,6 +188,60 @@ async def test_claims_that_do_not_check_out_are_rejected(
     error = await rejected(verifier(), hs256(**overrides))
 
     assert error.description == description
+
+
+NOT_A_TIME = "The token's {} claim must be a number of seconds since 1970, before the year 10000."
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "description"),
+    [
+        # A numeric string far in the future: PyJWT reads it as a number, pcf-api refuses it.
+        ("exp", str(int(time.time()) + 10 * 365 * 86400), NOT_A_TIME.format("exp")),
+        ("exp", 1e300, NOT_A_TIME.format("exp")),
+        ("exp", 2**63, NOT_A_TIME.format("exp")),
+        ("nbf", "0", NOT_A_TIME.format("nbf")),
+        ("nbf", -1, NOT_A_TIME.format("nbf")),
+        ("iat", -1.5, NOT_A_TIME.format("iat")),
+        # PyJWT's own checks come first where they refuse: True reads as 1, long expired.
+        ("exp", True, "The token has expired."),
+        ("iat", 1e300, "The token is not valid yet."),
+    ],
+    ids=[
+        "exp-string",
+        "exp-1e300",
+        "exp-2^63",
+        "nbf-string",
+        "nbf-negative",
+        "iat-negative",
+        "exp-bool",
+        "iat-1e300",
+    ],
+)
+async def test_time_claims_must_be_numbers_of_seconds_in_a_sane_range(
+    claim: str, value: object, description: str
+) -> None:
+    overrides: dict[str, Any] = {claim: value}
+    error = await rejected(verifier(), hs256(**overrides))
+
+    assert error.description == description
+
+
+async def test_a_time_claim_may_be_a_finite_float() -> None:
+    identity = await verifier().verify(hs256(exp=time.time() + 300.5, iat=time.time()))
+
+    assert identity.subject == "alice"
+
+
+@pytest.mark.parametrize("subject", ["ali\x00ce", "ali\ud800ce"], ids=["nul", "lone-surrogate"])
+async def test_a_subject_the_database_cannot_store_is_rejected(subject: str) -> None:
+    token = handmade({"alg": "HS256", "typ": "JWT"}, claims(sub=subject), SECRET.encode())
+
+    error = await rejected(verifier(), token)
+
+    assert error.description == (
+        "The token's subject must be Unicode text without NUL characters or lone surrogates."
+    )
 
 
 async def test_a_non_string_subject_is_rejected() -> None:
@@ -618,9 +680,43 @@ async def test_a_verifier_from_settings_checks_what_the_settings_say() -> None:
     assert token_verifier is not None
     assert token_verifier.algorithms == {"RS256", "ES256", "HS256"}
     assert token_verifier.leeway == 5
-    assert isinstance(token_verifier.keys, JwksKeySet)  # the issuer's discovery document
     assert (await token_verifier.verify(hs256())).subject == "alice"
+    await rejected(token_verifier, hs256(iss="https://evil.example"))
     await token_verifier.aclose()
+
+
+def test_with_only_an_hs256_secret_the_issuer_is_a_claim_to_check_and_no_keys_are_fetched() -> None:
+    only_secret = create_verifier(settings(hs256_secret=SecretStr(SECRET), issuer=ISSUER))
+
+    assert only_secret is not None
+    assert only_secret.keys is None  # no discovery document, no key set, no readiness check
+    assert only_secret.issuer == ISSUER
+    assert not create_authenticator(
+        settings(hs256_secret=SecretStr(SECRET), issuer=ISSUER)
+    ).fetches_keys
+
+
+BOTH = ["HS256", "RS256"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "discovers"),
+    [
+        ({"issuer": ISSUER}, True),
+        ({"issuer": ISSUER, "hs256_secret": SecretStr(SECRET)}, False),
+        ({"issuer": ISSUER, "hs256_secret": SecretStr(SECRET), "algorithms": ["HS256"]}, False),
+        ({"issuer": ISSUER, "hs256_secret": SecretStr(SECRET), "algorithms": BOTH}, True),
+        ({"issuer": ISSUER, "hs256_secret": SecretStr("")}, True),  # empty: no secret
+    ],
+    ids=["issuer-only", "with-secret", "hs256-listed", "rs256-listed", "empty-secret"],
+)
+def test_an_issuer_is_asked_for_keys_only_when_public_keys_are_wanted(
+    auth: dict[str, Any], discovers: bool
+) -> None:
+    token_verifier = create_verifier(settings(**auth))
+
+    assert token_verifier is not None
+    assert isinstance(token_verifier.keys, JwksKeySet) is discovers
 
 
 def test_a_jwks_path_gives_static_keys_and_a_jwks_url_a_fetched_key_set(
@@ -678,3 +774,32 @@ async def test_the_authorizer_uses_the_configured_backend_and_cache(tmp_path: Pa
     finally:
         await spicedb.aclose()
         await database.dispose()
+
+
+def test_a_verified_tokens_bytes_cover_the_token_and_its_identity_in_memory() -> None:
+    # Large tokens with many scopes: a count bound alone would let them fill memory.
+    scopes = " ".join(f"scope:{index:04d}" for index in range(480))
+    tokens = [hs256(sub=f"user-{index}", scope=scopes).encode() for index in range(50)]
+    uncached = TokenVerifier(algorithms=["HS256"], hs256_secret=SECRET, cache_size=0)
+
+    async def verify_all() -> list[tuple[str, Identity]]:
+        texts = [token.decode() for token in tokens]  # as a request's header gives it
+        return [(text, await uncached.verify(text)) for text in texts]
+
+    loop = asyncio.new_event_loop()  # made before measuring: only the entries are counted
+    try:
+        kept = loop.run_until_complete(verify_all())
+        retained = retained_bytes(lambda: loop.run_until_complete(verify_all()))
+    finally:
+        loop.close()
+    assert retained <= sum(verified_bytes(text, identity) for text, identity in kept)
+
+
+async def test_the_verified_token_cache_stays_within_its_bytes() -> None:
+    scopes = " ".join(f"scope:{index:04d}" for index in range(480))
+    checker = TokenVerifier(algorithms=["HS256"], hs256_secret=SECRET, cache_bytes=200_000)
+    for index in range(50):
+        await checker.verify(hs256(sub=f"user-{index}", scope=scopes))
+    assert checker._verified is not None
+    assert 0 < len(checker._verified) < 50
+    assert checker._verified.size_bytes <= 200_000

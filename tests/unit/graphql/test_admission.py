@@ -96,6 +96,19 @@ async def test_an_operation_over_the_limits_is_refused_and_spends_nothing() -> N
     await admit(gate, NOTES)  # the one query of the budget is still there
 
 
+async def test_argument_values_are_refused_before_the_limits_and_spend_nothing() -> None:
+    gate = admission(limits=QueryLimits(max_complexity=60), queries="1/minute")
+    with pytest.raises(AppError) as out_of_range:
+        await admit(gate, "{ notes(limit: 5000) { edges { node { content } } } }")
+    with pytest.raises(AppError) as unstorable:
+        await admit(gate, '{ searchNotes(query: "\\u0000") { id } }')
+
+    assert out_of_range.value.code is ErrorCode.INVALID_INPUT  # not QUERY_TOO_COMPLEX
+    assert out_of_range.value.extensions == {"field": "limit", "constraint": "range"}
+    assert unstorable.value.extensions == {"field": "query", "constraint": "no_nul"}
+    await admit(gate, NOTES)  # the one query of the budget is still there
+
+
 async def test_each_search_spends_from_the_search_budget() -> None:
     gate = admission(search="3/minute")
     await admit(gate, SEARCH_TWICE)

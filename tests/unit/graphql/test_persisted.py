@@ -18,8 +18,10 @@ from pcf_api.graphql.persisted import (
     RedisDocumentStore,
     load_manifest,
     parse_manifest,
+    registered_bytes,
     sha256_hex,
 )
+from pcf_api.sizing import LRU_ENTRY_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -32,25 +34,26 @@ def digest(algorithm: str, document: str) -> str:
 
 class TestMemoryStore:
     def test_evicts_the_least_recently_used_by_total_bytes(self) -> None:
-        store = MemoryDocumentStore(max_bytes=25)
+        entry = registered_bytes("a", "a" * 10) + LRU_ENTRY_BYTES
+        store = MemoryDocumentStore(max_bytes=2 * entry + entry // 2)
         store.store("a", "a" * 10)
         store.store("b", "b" * 10)
         assert store.lookup("a") is not None  # a is now the most recently used
-        store.store("c", "c" * 10)  # 30 bytes would not fit: b goes
+        store.store("c", "c" * 10)  # a third would not fit: b goes
         assert store.lookup("b") is None
         assert store.lookup("a") == "a" * 10
         assert store.lookup("c") == "c" * 10
-        assert store.size_bytes == 20
+        assert store.size_bytes == 2 * entry
 
-    def test_counts_bytes_not_characters(self) -> None:
-        store = MemoryDocumentStore(max_bytes=10)
-        store.store("x", "é" * 5)  # 10 bytes in UTF-8
-        assert store.size_bytes == 10
-        store.store("y", "y")
-        assert store.lookup("x") is None
+    def test_counts_memory_four_bytes_a_character_for_emoji_and_their_utf8_copy(self) -> None:
+        ascii_store, emoji_store = MemoryDocumentStore(10_000), MemoryDocumentStore(10_000)
+        ascii_store.store("x", "a" * 100)
+        emoji_store.store("x", "\N{GRINNING FACE}" * 100)
+        # 4 bytes a character in memory, and 4 more of UTF-8 once it has been encoded.
+        assert emoji_store.size_bytes - ascii_store.size_bytes >= 100 * (4 + 4 - 1)
 
     def test_a_document_larger_than_the_store_is_not_kept(self) -> None:
-        store = MemoryDocumentStore(max_bytes=10)
+        store = MemoryDocumentStore(max_bytes=registered_bytes("a", "a" * 5) + LRU_ENTRY_BYTES)
         store.store("a", "a" * 5)
         store.store("big", "b" * 11)
         assert store.lookup("big") is None

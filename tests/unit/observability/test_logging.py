@@ -6,9 +6,12 @@ a StringIO and reads back what would have been written.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,8 +27,13 @@ from hypothesis import strategies as st
 from pcf_api.observability.logging import (
     REDACTED,
     access_log,
+    audit_log,
+    close_logging,
     configure_logging,
+    dropped_lines,
+    flush_logs,
     get_logger,
+    pseudonyms,
     request_credentials,
     scrubber,
 )
@@ -44,6 +52,7 @@ class Output:
 
     @property
     def text(self) -> str:
+        assert flush_logs()
         return self.stream.getvalue()
 
     def lines(self) -> list[str]:
@@ -75,6 +84,7 @@ def _restore_logging() -> Iterator[None]:
         if isinstance(logger, logging.Logger)
     }
     yield
+    close_logging()
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     logging.captureWarnings(False)
@@ -252,6 +262,7 @@ def test_without_a_stream_lines_go_to_stdout_at_info(capsys: pytest.CaptureFixtu
     get_logger("pcf_api.x").debug("hidden")
     get_logger("pcf_api.x").info("shown")
 
+    assert flush_logs()
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["shown"]
 
@@ -555,6 +566,7 @@ def test_property_a_configured_secret_never_appears_in_a_line(
     get_logger("pcf_api.prop").info("field", value=message)
     logging.getLogger("prop").info("arg %s", message)
 
+    assert flush_logs()
     text = stream.getvalue()
     assert text
     assert secret not in text
@@ -800,3 +812,203 @@ def test_access_line_reaches_whichever_handler_is_configured(
 
     assert "/now-here" in current.text
     assert "204" in current.text
+
+
+# --- 9. Prose about credentials stays readable ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Bearer tokens are not accepted: no signing keys are set.",
+        "Bearer token.",
+        "expected a Bearer token, got Basic auth",
+        'answered 401 with WWW-Authenticate: Basic realm="metrics"',
+        "the secret file is unreadable; keeping the last good secret",
+        "password must be set when the database URL has none (passwords rotate)",
+        "secrets: 3 watched, tokens: 2 issuers",
+    ],
+)
+def test_messages_about_tokens_secrets_and_passwords_keep_their_words(
+    configure: Configure, message: str
+) -> None:
+    out = configure(secrets=[SIMPLE_SECRET])
+
+    get_logger("pcf_api.x").warning("refused", reason=message)
+    logging.getLogger("lib").warning(message)
+
+    first, second = out.records()
+    assert first["reason"] == message
+    assert second["message"] == message
+
+
+@pytest.mark.parametrize(
+    "value", ["tokens.abc.def", "token-9f8e7d", "eyJhbGciOiJIUzI1NiJ9.e30.sig", "changeme"]
+)
+def test_a_scheme_followed_by_a_value_is_still_scrubbed(configure: Configure, value: str) -> None:
+    out = configure()
+
+    get_logger("pcf_api.x").info(f"sent Authorization: Bearer {value} upstream")
+
+    assert out.only_record()["message"] == f"sent Authorization: Bearer {REDACTED} upstream"
+
+
+# --- 10. Privacy of the access and audit lines ----------------------------------------------------
+
+HASH_KEY = "unit-test-log-hash-key-0123456789abcdef"
+
+
+def keyed(value: str) -> str:
+    return hmac.new(HASH_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"),
+    [
+        ("full", "203.0.113.77"),
+        ("subnet", "203.0.113.0/24"),
+        ("hash", keyed("203.0.113.77")),
+        ("none", None),
+    ],
+)
+def test_the_access_line_shows_the_client_as_client_ip_says(
+    configure: Configure, mode: str, shown: str | None
+) -> None:
+    out = configure(client_ip=mode, hash_key=HASH_KEY)
+
+    access_log.write(logging.INFO, {"path": "/x", "client": "203.0.113.77"})
+
+    record = out.only_record()
+    assert record.get("client") == shown
+    assert ("client" in record) is (shown is not None)
+    assert "203.0.113.77" not in out.text or mode == "full"
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_subjects_are_hashed_in_the_access_and_audit_lines_as_configured_apart(
+    configure: Configure, log_format: str
+) -> None:
+    out = configure(subject="hash", audit_subject="raw", hash_key=HASH_KEY, log_format=log_format)
+
+    access_log.write(logging.INFO, {"path": "/graphql", "subject": "alice"})
+    audit_log.write(logging.INFO, {"subject": "alice", "decision": "allow"})
+
+    access, audit = out.lines()
+    assert keyed("alice") in access
+    assert "alice" not in access
+    assert "alice" in audit
+
+
+def test_a_rotated_hash_key_applies_from_the_next_line(configure: Configure) -> None:
+    out = configure(subject="hash", hash_key=HASH_KEY)
+    access_log.write(logging.INFO, {"subject": "alice"})
+    pseudonyms.set_key("rotated-" + HASH_KEY)
+    access_log.write(logging.INFO, {"subject": "alice"})
+
+    before, after = out.records()
+    assert before["subject"] == keyed("alice")
+    assert after["subject"] != keyed("alice")
+
+
+# --- 11. Personal data in messages and values -----------------------------------------------------
+
+
+def test_email_addresses_and_card_numbers_are_scrubbed_from_messages_and_values(
+    configure: Configure,
+) -> None:
+    out = configure()
+
+    get_logger("pcf_api.x").info("mail to alice@example.com", card="4111 1111 1111 1111")
+    logging.getLogger("lib").info("charged %s for %s", "5500-0000-0000-0004", "bob@example.org")
+    access_log.write(logging.INFO, {"path": "/users/carol@example.net", "status": 404})
+
+    first, second, third = out.records()
+    assert first["message"] == "mail to [EMAIL]"
+    assert first["card"] == "[CARD]"
+    assert second["message"] == "charged [CARD] for [EMAIL]"
+    assert third["path"] == "/users/[EMAIL]"
+    assert third["status"] == 404
+
+
+def test_scrub_patterns_are_configurable_and_can_be_turned_off(configure: Configure) -> None:
+    out = configure(scrub=[], scrub_patterns=[r"\bDE\d{20}\b"])
+
+    get_logger("pcf_api.x").info("alice@example.com paid from DE89370400440532013000")
+
+    assert out.only_record()["message"] == "alice@example.com paid from [SCRUBBED]"
+
+
+# --- 12. Unexpected errors -----------------------------------------------------------------------
+
+
+def test_without_tracebacks_an_error_line_has_type_fingerprint_and_trace_id(
+    configure: Configure,
+) -> None:
+    out = configure(tracebacks=False)
+    token = current_trace_id.set("4bf92f3577b34da6a3ce929d0e0e4736")
+    try:
+        for logger in (get_logger("pcf_api.x").exception, logging.getLogger("lib").exception):
+            try:
+                raise KeyError("missing")
+            except KeyError:
+                logger("unhandled error")
+    finally:
+        current_trace_id.reset(token)
+
+    first, second = out.records()
+    for record in (first, second):
+        assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert record["exception_type"] == "KeyError"
+        assert len(record["fingerprint"]) == 16
+        assert "exception" not in record
+        assert "Traceback" not in json.dumps(record)
+    assert first["fingerprint"] == second["fingerprint"]  # the same frames, whoever logs
+
+
+def test_with_tracebacks_the_error_line_has_the_traceback_as_well(configure: Configure) -> None:
+    out = configure(tracebacks=True)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger("pcf_api.x").exception("failed")
+
+    record = out.only_record()
+    assert record["exception_type"] == "ValueError"
+    assert record["exception"].endswith("ValueError: boom")
+
+
+# --- 13. A full buffer ---------------------------------------------------------------------------
+
+
+def test_a_full_buffer_drops_info_before_warnings_and_counts_by_level(configure: Configure) -> None:
+    writing = threading.Event()
+    blocked = threading.Event()
+
+    class Stalled(io.StringIO):
+        def write(self, text: str) -> int:
+            writing.set()
+            blocked.wait(10)
+            return super().write(text)
+
+    stream = Stalled()
+    configure_logging(level="DEBUG", stream=stream, buffer_lines=100)
+    before = dropped_lines()
+    logger = get_logger("pcf_api.x")
+    logger.info("first")
+    assert writing.wait(5)  # "first" is taken by the writer, which now waits on the stream
+    for n in range(200):
+        access_log.write(logging.INFO, {"n": n})
+        logger.debug("detail", n=n)
+    for n in range(15):  # a tenth of the buffer is kept for warnings and above: 10 of them
+        logger.warning("warned", n=n)
+    blocked.set()
+    assert flush_logs()
+
+    lost = {level: dropped_lines()[level] - before[level] for level in before}
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lost["INFO"] + lost["DEBUG"] == 400 - 90
+    assert lost["WARN"] == 5
+    assert [r["n"] for r in records if r["message"] == "warned"] == list(range(10))
+    report = next(r for r in records if r["message"] == "log lines dropped")
+    assert report["level"] == "WARN"
+    assert report["dropped"] == {k: v for k, v in lost.items() if v}

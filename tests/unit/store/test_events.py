@@ -207,6 +207,30 @@ class TestSlowSubscribers:
             assert slow.dropped
             assert await take(steady, 1) == [events[2]]
 
+    async def test_a_queue_is_bounded_in_bytes_as_well_as_in_events(self) -> None:
+        broker = await started(queue_size=100, queue_bytes=MAX_EVENT_BYTES)
+        big = [event(content="x" * (MAX_EVENT_BYTES // 3)) for _ in range(3)]
+        async with broker.subscribe() as slow, broker.subscribe() as fast:
+            for item in big:
+                await broker.publish(item)
+                assert await take(fast, 1) == [item]
+            assert slow.dropped
+            assert not fast.dropped
+            assert await rest(slow) == big[:2]
+
+    async def test_reading_frees_the_bytes_of_what_was_read(self) -> None:
+        broker = await started(queue_size=100, queue_bytes=MAX_EVENT_BYTES)
+        async with broker.subscribe() as subscription:
+            for _ in range(10):
+                item = event(content="x" * (MAX_EVENT_BYTES // 3))
+                await broker.publish(item)
+                assert await take(subscription, 1) == [item]
+            assert not subscription.dropped
+
+    async def test_a_queue_must_hold_at_least_the_largest_event(self) -> None:
+        with pytest.raises(ValueError, match="queue_bytes"):
+            MemoryBroker(queue_bytes=MAX_EVENT_BYTES - 1)
+
 
 class TestSizeLimit:
     async def test_an_event_over_1_mib_is_refused_and_not_delivered(self) -> None:

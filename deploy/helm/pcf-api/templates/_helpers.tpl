@@ -81,6 +81,7 @@ metricsPassword: {file: metrics-password, env: PCF_METRICS__PASSWORD}
 eventsRedisUrl: {file: events-redis-url, env: PCF_EVENTS__REDIS_URL}
 rateLimitStorageUrl: {file: rate-limit-storage-url, env: PCF_RATE_LIMIT__STORAGE_URL}
 tracingHeaders: {file: tracing-headers, env: PCF_TRACING__HEADERS}
+logHashKey: {file: log-hash-key, env: PCF_LOG__HASH_KEY}
 {{- end -}}
 
 {{/* Enabled secret keys, as a YAML map like secretCatalog. */}}

@@ -13,10 +13,15 @@ from typing import Literal
 
 from pcf_api.store.events.base import (
     DEFAULT_CHANNEL,
+    DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_SIZE,
     MAX_EVENT_BYTES,
     EventBroker,
+    EventsUnavailable,
+    FanOutBroker,
+    ListeningBroker,
     Subscription,
+    event_bytes,
 )
 from pcf_api.store.events.memory import MemoryBroker
 from pcf_api.store.events.postgres import PostgresBroker
@@ -24,14 +29,19 @@ from pcf_api.store.events.redis import RedisBroker
 
 __all__ = [
     "DEFAULT_CHANNEL",
+    "DEFAULT_QUEUE_BYTES",
     "DEFAULT_QUEUE_SIZE",
     "MAX_EVENT_BYTES",
     "EventBroker",
+    "EventsUnavailable",
+    "FanOutBroker",
+    "ListeningBroker",
     "MemoryBroker",
     "PostgresBroker",
     "RedisBroker",
     "Subscription",
     "create_broker",
+    "event_bytes",
 ]
 
 
@@ -40,9 +50,10 @@ def create_broker(
     url: str | None,
     *,
     password: Callable[[], str | None] | None = None,
+    redis_timeout: float = 1.0,
 ) -> EventBroker:
     """The broker for ``kind``: ``url`` is the database URL for postgres (``password``, the
-    current database password), Redis's for redis."""
+    current database password), Redis's for redis (each wait bounded by ``redis_timeout``)."""
     if kind == "memory":
         return MemoryBroker()
     if url is None:
@@ -50,5 +61,5 @@ def create_broker(
     if kind == "postgres":
         return PostgresBroker(url, password=password)
     if kind == "redis":
-        return RedisBroker(url)
+        return RedisBroker(url, timeout=redis_timeout)
     raise ValueError(f"unknown events broker {kind!r}")

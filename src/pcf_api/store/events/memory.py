@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pcf_api.store.events.base import DEFAULT_QUEUE_SIZE, FanOutBroker, encode_event
+from pcf_api.store.events.base import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    FanOutBroker,
+    encode_event,
+)
 from pcf_api.store.models import NoteEvent
 
 
@@ -11,8 +16,10 @@ class MemoryBroker(FanOutBroker):
 
     backend = "memory"
 
-    def __init__(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
-        super().__init__(queue_size)
+    def __init__(
+        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, queue_bytes: int = DEFAULT_QUEUE_BYTES
+    ) -> None:
+        super().__init__(queue_size, queue_bytes)
         self._started = False
 
     async def start(self) -> None:

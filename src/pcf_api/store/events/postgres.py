@@ -3,8 +3,8 @@
 ``publish`` only sends to the server, and one listening connection per process delivers what
 the server relays to the local subscribers, the publisher's own included, so every replica sees
 the same events in the same order. The listener reconnects with back-off when its connection
-drops or stops answering, and subscriptions stay open meanwhile; events published while it is
-away are missed, since NOTIFY keeps no history.
+drops or stops answering; since NOTIFY keeps no history, the subscriptions open then are ended,
+told why (see ``ListeningBroker``), rather than left to miss events silently.
 """
 
 from __future__ import annotations

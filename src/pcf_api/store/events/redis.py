@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pcf_api.store.events.base import DEFAULT_CHANNEL, DEFAULT_QUEUE_SIZE, ListeningBroker
 
@@ -37,7 +38,7 @@ class RedisBroker(ListeningBroker[_RedisListener, Redis]):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         reconnect_delay: float = 0.5,
         max_reconnect_delay: float = 30.0,
-        timeout: float = 10.0,
+        timeout: float = 1.0,
     ) -> None:
         super().__init__(
             channel=channel,
@@ -49,11 +50,11 @@ class RedisBroker(ListeningBroker[_RedisListener, Redis]):
         self._url = url
 
     async def _open_publisher(self) -> Redis:
-        # One immediate retry replaces a pooled connection the server has closed; more would hold
-        # up the mutation that publishes for as long as Redis is away.
+        # One immediate retry replaces a pooled connection the server has closed; more, or one
+        # after a timeout, would hold up the mutation that publishes while Redis is away.
         return Redis.from_url(
             self._url,
-            retry=Retry(NoBackoff(), retries=1),
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
             socket_connect_timeout=self._timeout,
             socket_timeout=self._timeout,
         )
