@@ -1,40 +1,48 @@
-"""Benchmark pcf-api's GraphQL notes queries against a tutorial Strawberry app in the same run.
+"""Benchmark pcf-api's GraphQL notes queries against its peers in the same run.
 
     .venv/bin/python bench/graphql.py [--duration 10] [--connections 50]
-        [--databases sqlite,postgres] [--rate 300] [--log-level INFO] [--profile DIR] [--jwt]
-        [--observability]
+        [--databases sqlite,postgres] [--peers strawberry-cached,yoga,floor] [--repeat 3]
+        [--rate 300] [--log-level INFO] [--profile DIR] [--jwt] [--observability]
 
 For each database (a fresh SQLite file; a fresh PostgreSQL database, created and dropped here)
-with 1 000 seeded notes, it starts the baseline (bench/baseline_app.py: ``strawberry.asgi.GraphQL``
-on Starlette, SQLAlchemy async, no caching) and then ``pcf-api serve``, one uvicorn process each,
-one after the other, on 127.0.0.1. Each server's answers are checked before it is measured (no
-errors, 10 edges, totalCount 1000, the same note ids as the other server), then:
+with 1 000 seeded notes, each round starts, one after the other and one process each on
+127.0.0.1, the tutorial baseline (bench/baseline_app.py: ``strawberry.asgi.GraphQL`` on
+Starlette, SQLAlchemy async, no caching), then in turns the other peers (bench/peers.py:
+Strawberry with its documented parser and validation caches, GraphQL Yoga 5 on Node, and the
+floor, a bare ASGI app replaying verified answers) and ``pcf-api serve``. Each server's answers
+are checked before it is measured and again after (no errors, 10 edges, totalCount 1000, the same
+note ids as the baseline), then:
 
 * closed loop: ``wrk -t2 -cN -dDs --latency`` (POST from a Lua script) on the notes query and on
-  ``note(id)``, after a 2 s warm-up of each;
+  ``note(id)``, after a 2 s warm-up of each; for pcf-api, the requests its own access log saw
+  take over 250 ms are counted (the stall check of issue 20: that count is 0 and p99 is at most
+  3 times p50);
 * open loop: a constant RATE requests/s for D s on the notes query. Request i is due at
   ``start + i / RATE`` whatever happened before; it goes out on an idle keep-alive connection, or
   a new one (at most 256), and its latency runs from when it was *due* to the end of the
   response, so time spent queueing (in the client, the kernel or the server) counts. wrk cannot
   do this: a closed loop sends less when the server slows down (coordinated omission).
 
+The report gives each server's requests/s against every peer's in the same round (median over
+rounds) and says whether pcf-api meets the issue's targets (0.5x Yoga, 2x cached Strawberry, no
+stall).
+
 pcf-api runs with the development profile, the demo identity (user ``reader``, who may read every
 seeded note, so every request is authorized against the relationship rows), JSON logs at INFO
-(production's level: one access and one audit line per request, written to /dev/null here), rate
+(production's level: one access and one audit line per request, written to a file here), rate
 limits off (wrk is one client far past any budget), and its defaults otherwise (document cache on;
-no response cache exists). With ``--jwt`` a third server, ``pcf-api+jwt``, takes an RS256 bearer
+no response cache exists). With ``--jwt`` another server, ``pcf-api+jwt``, takes an RS256 bearer
 token (keys from a local JWKS file) instead of the demo identity: the cost of authentication.
 With ``--observability``, three more: metrics off, and tracing on at sample ratios 0.1 and 1.0
 (exporting to an OTLP sink in this process) — the cost of metrics and tracing.
-The baseline runs under uvicorn with the same options as pcf-api's server (httptools, uvloop,
-no access log, no server header, keep-alive 5 s).
 
 With ``--profile DIR`` a py-spy profile of pcf-api is recorded during an extra wrk run on the
 notes query (``DIR/pcf-api-<db>.txt``, raw collapsed stacks) and summarised by component.
 
 Everything is bounded in time; servers (their whole process groups) are stopped on exit, on
-Ctrl-C and on errors. Needs wrk (apt-get install wrk) and, for PostgreSQL, a server at
-127.0.0.1:5432 that lets ``postgres`` in without a password.
+Ctrl-C and on errors. Needs wrk (apt-get install wrk), node and npm for Yoga (``npm ci`` runs in
+bench/yoga the first time) and, for PostgreSQL, a server at 127.0.0.1:5432 that lets
+``postgres`` in without a password.
 """
 
 from __future__ import annotations
@@ -68,6 +76,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 # This file is named graphql.py: keep its directory off the path so that `import graphql` (here
 # or in anything imported later) finds graphql-core, not this script.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH_DIR]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # for the bench package when run as a script
+
+from bench import peers  # noqa: E402 - needs the path above
+
 BIN = Path(sys.executable).parent
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 NOTES = 1000
@@ -77,6 +90,8 @@ MAX_OPEN_LOOP_CONNECTIONS = 256
 OPEN_LOOP_TIMEOUT = 5.0
 WRK_TIMEOUT = 10
 REUSE_SECONDS = 3.0
+SLOW_LOGGED_MS = 250.0  # issue 20: no request over this in pcf-api's own access log
+STALL_RATIO = 3.0  # issue 20: p99 at most this many times p50 in the closed loop
 
 NOTES_QUERY = "{ notes(limit: 10) { edges { node { id title author } } totalCount } }"
 NOTE_QUERY = "query Note($id: ID!) { note(id: $id) { id title author } }"
@@ -189,17 +204,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    command: list[str], env: dict[str, str], log: Path, stdout: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server in its own process group; stop the group on the way out, whatever happens.
 
-    stdout (pcf-api's log lines) goes to /dev/null, stderr to ``log`` for when it fails."""
-    with log.open("wb") as stderr:
+    stdout (pcf-api's log lines) goes to ``stdout`` or /dev/null, stderr to ``log`` for when it
+    fails."""
+    with log.open("wb") as stderr, contextlib.ExitStack() as files:
+        output = files.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
         process = subprocess.Popen(
             command,
             env=env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=output,
             stderr=stderr,
             start_new_session=True,
         )
@@ -217,22 +236,7 @@ def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[subpr
 
 
 def baseline_command(port: int) -> list[str]:
-    return [
-        str(BIN / "uvicorn"),
-        "bench.baseline_app:app",  # as a module of ROOT: bench/ itself holds a graphql.py
-        "--app-dir",
-        str(ROOT),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        "--no-server-header",
-        "--timeout-keep-alive",
-        "5",
-    ]
+    return peers.command(peers.BASELINE, port)
 
 
 def graphql_post(
@@ -271,6 +275,28 @@ def wait_serving(
             pass
         time.sleep(0.2)
     raise SystemExit(f"server on port {port} did not come up within {timeout:g} s")
+
+
+def answers(port: int, database: Database, headers: dict[str, str] | None) -> dict[str, Any]:
+    """The two benchmarked answers, as the server gave them."""
+    _, notes = graphql_post(port, NOTES_QUERY, headers=headers)
+    _, note = graphql_post(port, NOTE_QUERY, {"id": database.note_id}, headers)
+    return {"notes": notes, "note": note}
+
+
+def logged_durations(access_log: Path, offset: int) -> list[float]:
+    """``duration_ms`` of the /graphql access lines written to ``access_log`` after ``offset``
+    (the server writes its log from a thread: the lines of a run's last milliseconds may come a
+    little later, which at most misses a few)."""
+    with access_log.open("rb") as lines:
+        lines.seek(offset)
+        durations = []
+        for line in lines:
+            if b'"duration_ms"' not in line or b'"/graphql"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                durations.append(float(orjson.loads(line)["duration_ms"]))
+    return durations
 
 
 def verify(port: int, database: Database, headers: dict[str, str] | None) -> list[str]:
@@ -400,6 +426,9 @@ class WrkResult:
     p99_ms: float
     errors: int
     cpu: CpuUse = field(default_factory=CpuUse)
+    slow_logged: int | None = None
+    """Requests over SLOW_LOGGED_MS in the server's own access log during the run (pcf-api)."""
+    logged_max_ms: float | None = None
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -807,20 +836,33 @@ def measure(
     scripts: dict[str, Path],
     headers: dict[str, str] | None = None,
     profile_to: Path | None = None,
+    keep_answers: Path | None = None,
+    access_log: Path | None = None,
 ) -> tuple[ServerResult, list[str]]:
+    """Start the server, check its answers, measure it, check them again.
+
+    ``keep_answers``: write the checked answers there (for the floor). ``access_log``: the
+    server's stdout goes there, and each closed-loop run counts its slow logged requests."""
     print(f"[{database.name}] {label}: starting", file=sys.stderr, flush=True)
     log = args.workdir / f"{label}-{database.name}.stderr"
-    with server(command, env, log) as process:
+    with server(command, env, log, stdout=access_log) as process:
         wait_serving(process, port, log, headers)
         ids = verify(port, database, headers)
+        if keep_answers is not None:
+            keep_answers.write_bytes(orjson.dumps(answers(port, database, headers)))
         for name in ("notes", "note"):
             run_wrk(port, scripts[name], WARMUP_SECONDS, args.connections)
 
         def closed_loop(name: str) -> WrkResult:
             wait_quiet(process.pid, args.quiet_wait)
+            logged_from = access_log.stat().st_size if access_log else 0
             with CpuMeter(process.pid) as meter:
                 result = run_wrk(port, scripts[name], args.duration, args.connections)
             result.cpu = meter.use
+            if access_log is not None:
+                durations = logged_durations(access_log, logged_from)
+                result.slow_logged = sum(1 for ms in durations if ms > SLOW_LOGGED_MS)
+                result.logged_max_ms = max(durations, default=0.0)
             return result
 
         result = ServerResult(closed_loop("notes"), closed_loop("note"))
@@ -937,57 +979,99 @@ def pcf_env(database: Database, port: int, log_level: str) -> dict[str, str]:
     }
 
 
+@dataclass
+class Server:
+    """One server of a round: a peer, or pcf-api with a variant's settings."""
+
+    label: str
+    command: list[str]
+    env: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
+    is_pcf_api: bool = False
+
+
+def round_servers(
+    database: Database, args: argparse.Namespace, floor_answers: Path
+) -> list[Server]:
+    """The servers of one round after the tutorial baseline, each on a fresh port."""
+    servers = []
+    for peer in args.peers:
+        port = free_port()
+        env = {**clean_env(), **peers.environment(peer, port, database.url, floor_answers)}
+        servers.append(Server(peer.label, peers.command(peer, port), env))
+    for variant in [Variant("pcf-api", {}), *args.variants]:
+        env = {**pcf_env(database, free_port(), args.log_level), **variant.env}
+        command = [str(BIN / "pcf-api"), "serve"]
+        servers.append(Server(variant.label, command, env, variant.headers, is_pcf_api=True))
+    return servers
+
+
+def server_port(server: Server) -> int:
+    for name in ("PCF_SERVER__PORT", "BENCH_PORT"):
+        if name in server.env:
+            return int(server.env[name])
+    return int(server.command[server.command.index("--port") + 1])
+
+
 def run_database(
     database: Database, args: argparse.Namespace, workdir: Path
 ) -> dict[str, list[ServerResult]]:
-    """Baseline then the pcf-api servers, ``--repeat`` times; each server started afresh every
-    round. The pcf-api servers take turns at going first: measured here, the server right after
-    the baseline ran ≈ 5 % slower than the same server later in the round, which would otherwise
-    be charged to whichever variant always sat there."""
+    """The tutorial baseline, then the other peers and the pcf-api servers, ``--repeat`` times;
+    each server started afresh every round. The baseline goes first (its verified answers are
+    the reference every other server must give, and the floor replays them); the others take
+    turns at going first: measured here, the server right after the baseline ran ≈ 5 % slower
+    than the same server later in the round, which would otherwise be charged to whichever
+    server always sat there."""
     seed(database)
-    servers = [Variant("pcf-api", {}), *args.variants]
+    floor_answers = workdir / f"floor-answers-{database.name}.json"
+    labels = [peers.BASELINE.label, *(p.label for p in args.peers)]
+    labels += ["pcf-api", *(variant.label for variant in args.variants)]
+    headers_of = {"pcf-api": {}, **{variant.label: variant.headers for variant in args.variants}}
     scripts = {
-        server.label: {
-            name: wrk_script(workdir, f"{name}-{server.label}", payload, server.headers)
+        label: {
+            name: wrk_script(workdir, f"{name}-{label}", payload, headers_of.get(label, {}))
             for name, payload in (
                 ("notes", {"query": NOTES_QUERY}),
                 ("note", {"query": NOTE_QUERY, "variables": {"id": database.note_id}}),
             )
         }
-        for server in servers
+        for label in labels
     }
-    results: dict[str, list[ServerResult]] = {"baseline": []}
-    results.update((server.label, []) for server in servers)
+    results: dict[str, list[ServerResult]] = {label: [] for label in labels}
     for round_number in range(1, args.repeat + 1):
         last = round_number == args.repeat
         port = free_port()
         baseline, baseline_ids = measure(
-            "baseline",
-            baseline_command(port),
+            peers.BASELINE.label,
+            peers.command(peers.BASELINE, port),
             env={**clean_env(), "BENCH_DATABASE_URL": database.url},
             port=port,
             database=database,
             args=args,
-            scripts=scripts["pcf-api"],
+            scripts=scripts[peers.BASELINE.label],
+            keep_answers=floor_answers,
         )
-        results["baseline"].append(baseline)
+        results[peers.BASELINE.label].append(baseline)
+        servers = round_servers(database, args, floor_answers)
         turn = (round_number - 1) % len(servers)
         for server in servers[turn:] + servers[:turn]:
-            port = free_port()
             profile_to = None
             if server.label == "pcf-api" and args.profile is not None and last:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 profile_to = args.profile / f"pcf-api-{database.name}.txt"
             outcome, ids = measure(
                 server.label,
-                [str(BIN / "pcf-api"), "serve"],
-                env={**pcf_env(database, port, args.log_level), **server.env},
-                port=port,
+                server.command,
+                env=server.env,
+                port=server_port(server),
                 database=database,
                 args=args,
                 scripts=scripts[server.label],
                 headers=server.headers or None,
                 profile_to=profile_to,
+                access_log=workdir / f"access-{server.label}-{database.name}.jsonl"
+                if server.is_pcf_api
+                else None,
             )
             if ids != baseline_ids:
                 raise SystemExit(
@@ -1028,33 +1112,88 @@ def _median_run(runs: list[WrkResult]) -> WrkResult:
     return sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
 
 
+def paired_ratio(runs: list[WrkResult], peer_runs: list[WrkResult]) -> float:
+    """The median over rounds of requests/s against the peer's in the same round: the machine's
+    drift between rounds cancels out."""
+    ratios = sorted(run.rps / peer.rps for run, peer in zip(runs, peer_runs, strict=True))
+    return ratios[len(ratios) // 2]
+
+
+RATIO_PEERS = ("yoga", "strawberry-cached", "strawberry", "floor")
+TARGETS = {"yoga": 0.5, "strawberry-cached": 2.0}  # issue 20: pcf-api at least this many times
+
+
+def stalled(run: WrkResult) -> bool:
+    return run.p99_ms > STALL_RATIO * run.p50_ms or bool(run.slow_logged)
+
+
+def verdicts(results: dict[str, dict[str, list[ServerResult]]]) -> list[str]:
+    """pcf-api against the targets, one line each: ratio to each peer and the stall check."""
+    lines = []
+    for db, servers in results.items():
+        for query in ("notes", "note"):
+            ours = [getattr(run, query) for run in servers.get("pcf-api", [])]
+            if not ours:
+                continue
+            for peer, target in TARGETS.items():
+                if peer in servers:
+                    ratio = paired_ratio(ours, [getattr(run, query) for run in servers[peer]])
+                    verdict = "met" if ratio >= target else "NOT met"
+                    lines.append(
+                        f"{db} {query}: pcf-api {ratio:.2f}x {peer} (target {target:g}x) {verdict}"
+                    )
+            row = _median_run(ours)
+            verdict = "STALLED" if any(stalled(run) for run in ours) else "no stall"
+            lines.append(
+                f"{db} {query}: pcf-api p99/p50 {row.p99_ms / row.p50_ms:.1f} (at most "
+                f"{STALL_RATIO:g}), logged over {SLOW_LOGGED_MS:g} ms: "
+                f"{sum(run.slow_logged or 0 for run in ours)} in {len(ours)} runs: {verdict}"
+            )
+    return lines
+
+
 def report(results: dict[str, dict[str, list[ServerResult]]], args: argparse.Namespace) -> None:
     rounds = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
+    present = [peer for peer in RATIO_PEERS if any(peer in s for s in results.values())]
     print(
         f"\nsource {source_state()}; wrk -t2 -c{args.connections} -d{args.duration}s --latency "
         f"--timeout {WRK_TIMEOUT}s (POST /graphql), {NOTES} notes, one server process each, "
-        f"pcf-api logs at {args.log_level}{rounds}. CPU columns: average cores busy (server, "
-        f"PostgreSQL, load generator, everything else; (!) = over {QUIET_CORES} cores "
+        f"pcf-api logs at {args.log_level}{rounds}. vs columns: requests/s against that server's "
+        "in the same round (median over rounds). logged: requests over "
+        f"{SLOW_LOGGED_MS:g} ms in pcf-api's own access log. CPU columns: average cores busy "
+        f"(server, PostgreSQL, load generator, everything else; (!) = over {QUIET_CORES} cores "
         "elsewhere, a disturbed measurement)\n"
     )
     print(
-        "| database | query | server | requests/s | range | p50 | p99 | errors "
-        "| pcf-api/baseline | server CPU | DB CPU | client CPU | other CPU |"
+        "| database | query | server | requests/s | range | p50 | p99 | p99/p50 | logged "
+        "| errors | "
+        + "".join(f"vs {peer} | " for peer in present)
+        + "server CPU | DB CPU | client CPU | other CPU |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(present) + 4))
     for db, servers in results.items():
         for query in ("notes", "note"):
-            base = _median_run([getattr(run, query) for run in servers["baseline"]])
             for name, runs in servers.items():
                 rows = [getattr(run, query) for run in runs]
                 row = _median_run(rows)
                 spread = f"{min(r.rps for r in rows):,.0f}-{max(r.rps for r in rows):,.0f}"
-                ratio = f"{row.rps / base.rps:.2f}x" if name != "baseline" else ""
+                ratios = "".join(
+                    f"{paired_ratio(rows, [getattr(run, query) for run in servers[peer]]):.2f}x | "
+                    if peer in servers and peer != name
+                    else " | "
+                    for peer in present
+                )
+                logged = (
+                    "" if row.slow_logged is None else str(sum(r.slow_logged or 0 for r in rows))
+                )
                 print(
                     f"| {db} | {query} | {name} | {row.rps:,.0f} | {spread} | "
-                    f"{row.p50_ms:.1f} ms | {row.p99_ms:.1f} ms | {sum(r.errors for r in rows)} "
-                    f"| {ratio} | {_cpu(row.cpu)} |"
+                    f"{row.p50_ms:.1f} ms | {row.p99_ms:.1f} ms | {row.p99_ms / row.p50_ms:.1f} | "
+                    f"{logged} | {sum(r.errors for r in rows)} | {ratios}{_cpu(row.cpu)} |"
                 )
+    print("\ntargets (issue 20):")
+    for line in verdicts(results):
+        print(f"- {line}")
     for rate in args.rates:
         print(
             f"\nopen loop, notes query, {rate:g} requests/s for {args.duration} s (latency from "
@@ -1096,6 +1235,12 @@ def main() -> int:
     parser.add_argument("--log-level", default="INFO", help="pcf-api log level (INFO)")
     parser.add_argument("--profile", type=Path, help="record a py-spy profile of pcf-api here")
     parser.add_argument(
+        "--peers",
+        default=",".join(peer.label for peer in peers.PEERS[1:]),
+        help="servers besides the tutorial baseline and pcf-api: strawberry-cached, yoga, floor "
+        "(comma-separated; empty: none)",
+    )
+    parser.add_argument(
         "--jwt",
         action="store_true",
         help="also run pcf-api with RS256 bearer tokens instead of the demo identity",
@@ -1120,6 +1265,16 @@ def main() -> int:
         parser.error("--repeat must be at least 1")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    try:
+        args.peers = [
+            peers.BY_LABEL[label.strip()] for label in args.peers.split(",") if label.strip()
+        ]
+    except KeyError as unknown:
+        parser.error(f"--peers: no peer {unknown}")
+    if peers.BASELINE in args.peers:
+        parser.error("--peers: the tutorial baseline always runs")
+    if peers.YOGA in args.peers:
+        peers.install_yoga()
 
     def stop(signum: int, _: object) -> None:
         raise SystemExit(128 + signum)

@@ -194,6 +194,11 @@ class Database:
     def __init__(self, engine: AsyncEngine, settings: DatabaseSettings) -> None:
         self.engine = engine
         self._threaded = _ThreadedSQLite(engine.url, settings) if is_sqlite(engine.url) else None
+        self._admission = Admission(
+            settings.pool_size + settings.max_overflow,
+            settings.pool_timeout_seconds,
+            f"{engine.dialect.name} connections",
+        )
         # Reads are single statements: on PostgreSQL, autocommit spares them the BEGIN and
         # ROLLBACK round trips.
         self._reader = (
@@ -229,7 +234,8 @@ class Database:
         try:
             if self._threaded is not None:
                 return await self._threaded.run(work, transaction=False)
-            return await greenlet_spawn(_run, self._reader.sync_engine.connect, work)
+            async with self._admission:
+                return await greenlet_spawn(_run, self._reader.sync_engine.connect, work)
         except Exception as exc:
             error = store_error(exc)
             if error is None or error is exc:
@@ -241,7 +247,8 @@ class Database:
         try:
             if self._threaded is not None:
                 return await self._threaded.run(work, transaction=True)
-            return await greenlet_spawn(_run, self.engine.sync_engine.begin, work)
+            async with self._admission:
+                return await greenlet_spawn(_run, self.engine.sync_engine.begin, work)
         except Exception as exc:
             error = store_error(exc)
             if error is None or error is exc:
@@ -268,19 +275,56 @@ def select_one(connection: Connection) -> None:
     connection.execute(text("SELECT 1"))
 
 
+class Admission:
+    """Admission to a fixed number of connections, first come first served, counted on the
+    event loop: a request that finds every one busy waits at most ``timeout`` seconds, then
+    fails like SQLAlchemy's own pool (StoreOverloaded, answered as SERVICE_UNAVAILABLE).
+
+    Why not the pool's own wait: SQLAlchemy's pool for asyncio hands a returned connection to
+    whichever request asks next, not to the one that has waited longest, so under load a
+    request can lose its turn again and again (stalls of a second, docs/benchmarks.md).
+    ``asyncio.Semaphore`` serves its waiters in order (Python 3.11 and later).
+    """
+
+    def __init__(self, size: int, timeout: float, what: str) -> None:
+        self.size = size
+        self.timeout = timeout
+        self._what = what
+        self._slots = asyncio.Semaphore(size)
+
+    async def acquire(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise StoreOverloaded(
+                f"all {self.size} {self._what} stayed busy for {self.timeout:g} s",
+                reason="TimeoutError",
+            ) from None
+
+    def release(self) -> None:
+        self._slots.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
+
+
 class _ThreadedSQLite:
     """A pysqlite engine and one thread per pooled connection.
 
-    Admission is counted on the event loop: a request that finds every connection busy waits
-    at most ``pool_timeout_seconds`` and then fails like SQLAlchemy's own pool (StoreOverloaded,
-    which the API answers as SERVICE_UNAVAILABLE). A slot comes free when the
-    thread is done, not when the caller stops waiting: a cancelled request's statement still
-    holds its connection until it ends.
+    Admission (``Admission``) is counted on the event loop. A slot comes free when the thread is
+    done, not when the caller stops waiting: a cancelled request's statement still holds its
+    connection until it ends.
     """
 
     def __init__(self, url: URL, settings: DatabaseSettings) -> None:
         self.size = SQLITE_POOL_SIZE
-        self.pool_timeout = settings.pool_timeout_seconds
         self.engine = sqlalchemy.create_engine(
             url.set(drivername="sqlite+pysqlite"),
             pool_size=self.size,
@@ -290,11 +334,11 @@ class _ThreadedSQLite:
         )
         event.listen(self.engine, "connect", _sqlite_pragmas)
         self._threads = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="sqlite")
-        self._slots = asyncio.Semaphore(self.size)
+        self._admission = Admission(self.size, settings.pool_timeout_seconds, "SQLite connections")
 
     async def run(self, work: Work[T], *, transaction: bool) -> T:
         loop = asyncio.get_running_loop()
-        await self._admit()
+        await self._admission.acquire()
         try:
             # The caller's context goes along: log lines and spans of the statements belong to
             # the request that made them.
@@ -302,27 +346,14 @@ class _ThreadedSQLite:
                 contextvars.copy_context().run, self._call, work, transaction
             )
         except BaseException:
-            self._slots.release()
+            self._admission.release()
             raise
         running.add_done_callback(partial(self._free_slot, loop))
         return await asyncio.wrap_future(running)
 
-    async def _admit(self) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return
-        try:
-            async with asyncio.timeout(self.pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise StoreOverloaded(
-                f"all {self.size} SQLite connections stayed busy for {self.pool_timeout:g} s",
-                reason="TimeoutError",
-            ) from None
-
     def _free_slot(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            loop.call_soon_threadsafe(self._slots.release)
+            loop.call_soon_threadsafe(self._admission.release)
 
     def _call(self, work: Work[T], transaction: bool) -> T:
         return _run(self.engine.begin if transaction else self.engine.connect, work)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -127,3 +129,39 @@ async def test_a_cancelled_caller_frees_its_thread_only_when_the_statement_ends(
     await holders[1]
     await sqlite.write(_create_table)
     assert await sqlite.read(_count) == 0
+
+
+async def test_connections_go_to_callers_in_the_order_they_asked(database_url: str) -> None:
+    """Twelve callers on two connections, each asking again as soon as it is served: every one
+    gets its turns. (SQLAlchemy's pool for asyncio hands a returned connection to whoever asks
+    next, here the caller that returned it: the others starve until their time-out.)"""
+    settings = DatabaseSettings(url=SecretStr(database_url), pool_size=2, pool_timeout_seconds=10)
+    database = create_database(settings)
+    postgres = database.dialect_name == "postgresql"
+
+    def brief(connection: Connection) -> None:
+        if postgres:
+            connection.execute(text("SELECT pg_sleep(0.005)"))
+        else:
+            time.sleep(0.005)  # in the SQLite connection thread
+
+    loop = asyncio.get_running_loop()
+    served: Counter[int] = Counter()
+    longest_wait = 0.0
+
+    async def caller(number: int) -> None:
+        nonlocal longest_wait
+        deadline = loop.time() + 1.5
+        while loop.time() < deadline:
+            began = loop.time()
+            await database.read(brief)
+            longest_wait = max(longest_wait, loop.time() - began)
+            served[number] += 1
+
+    try:
+        await asyncio.gather(*(caller(number) for number in range(12)))
+    finally:
+        await database.dispose()
+    assert len(served) == 12, served
+    assert min(served.values()) >= max(served.values()) / 2, served
+    assert longest_wait < 1.0
