@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 import jwt
 import psycopg
+import pytest
 import yaml
 
 from support.databases import postgres_database
