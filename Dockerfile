@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# pcf-api runtime image: scratch plus Debian's Python 3.11, the locked dependencies and the app.
+# pcf-api runtime image: scratch plus the Debian suite's Python, the locked dependencies and the app.
 # How it is built, measured and tested: docs/container.md.
 #
 #   scripts/build-image.sh                      docker or podman; prints sizes, enforces the budget
@@ -24,7 +24,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1
 
 # Build tools for this machine, and the target's Debian packages: downloaded only, never
-# installed; deploy/image/assemble.py copies the files the image needs out of them.
+# installed; deploy/image/assemble.py copies the files the image needs out of them. The image
+# runs the suite's own python3 (Debian 12: 3.11, Debian 13: 3.13); /build/packages records which
+# alternative of each line of debian-packages.txt the suite has.
 COPY deploy/image/debian-packages.txt /build/debian-packages.txt
 WORKDIR /build/debs
 # DL3008 (pin apt versions) is off for this RUN on purpose: versions come from the base image's
@@ -41,11 +43,18 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     rm -f /etc/apt/apt.conf.d/docker-clean; \
     if [ "$arch" != "$(dpkg --print-architecture)" ]; then dpkg --add-architecture "$arch"; fi; \
     apt-get update -q; \
-    apt-get install -y -q --no-install-recommends python3.11 python3.11-venv ca-certificates "$binutils"; \
-    grep -v '^#' /build/debian-packages.txt | while read -r package; do \
-        apt-get download -q "$package:$arch" 2>/dev/null || apt-get download -q "$package"; \
+    apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates "$binutils"; \
+    python="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
+    sed -e '/^#/d' -e '/^ *$/d' -e "s/{python}/$python/g" /build/debian-packages.txt | while read -r line; do \
+        for package in $(echo "$line" | tr '|' ' '); do \
+            if apt-get download -q "${package%\?}:$arch" 2>/dev/null || apt-get download -q "${package%\?}" 2>/dev/null; then \
+                echo "${package%\?}" >> /build/packages; continue 2; \
+            fi; \
+        done; \
+        case "$line" in *\?) continue ;; esac; \
+        echo "no Debian package of '$line' in this suite" >&2; exit 1; \
     done; \
-    echo "$arch" > /build/arch
+    echo "$arch" > /build/arch; echo "$python" > /build/python
 
 # The locked dependencies, hash-checked, as wheels for the target (no compiler, no emulation).
 COPY requirements/build.lock requirements/main.lock /build/requirements/
@@ -54,10 +63,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     if [ -f /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     case "$(cat /build/arch)" in amd64) machine=x86_64 ;; arm64) machine=aarch64 ;; esac; \
     platforms="manylinux2014_$machine $(seq -f "manylinux_2_%g_$machine" 36 -1 17 | tr '\n' ' ')"; \
-    python3.11 -m venv /build/venv; \
+    python="$(cat /build/python)"; \
+    python3 -m venv /build/venv; \
     /build/venv/bin/pip install -q --require-hashes --no-deps -r /build/requirements/build.lock; \
     PIP_PLATFORM="$platforms" /build/venv/bin/pip install -q --require-hashes --no-deps --no-compile --only-binary=:all: \
-        --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+        --python-version "$python" --implementation cp --abi "cp$(echo "$python" | tr -d .)" --abi abi3 --abi none \
         --target /build/site -r /build/requirements/main.lock
 
 # Swap the wheels prune.toml maps to Debian packages (cryptography against Debian's OpenSSL);
@@ -65,9 +75,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # libraries they load, CA certificates, accounts and the Debian package declarations.
 COPY deploy/image/assemble.py deploy/image/prune.toml /build/
 RUN arch="$(cat /build/arch)"; \
-    python3.11 /build/assemble.py deps --site /build/site --arch "$arch" --debs /build/debs \
+    python3 /build/assemble.py deps --site /build/site --arch "$arch" --debs /build/debs \
         --config /build/prune.toml --out /rootfs --work /build/work; \
-    python3.11 /build/assemble.py runtime --debs /build/debs --packages /build/debian-packages.txt \
+    python3 /build/assemble.py runtime --debs /build/debs --packages /build/packages \
         --arch "$arch" --config /build/prune.toml --out /rootfs --work /build/work; \
     rm -rf /build/site /build/debs /build/work
 
@@ -78,7 +88,7 @@ COPY pyproject.toml README.md /src/
 COPY src/ /src/src/
 RUN /build/venv/bin/pip wheel -q --no-deps --no-build-isolation --wheel-dir /build/dist /src; \
     /build/venv/bin/pip install -q --no-deps --no-compile --target /build/app-site /build/dist/*.whl; \
-    python3.11 /build/assemble.py app --site /build/app-site --out /approot
+    python3 /build/assemble.py app --site /build/app-site --out /approot
 
 # --------------------------------------------------------------------------------------------
 FROM scratch AS runtime

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast test-lowest lint format coverage-gate clean lock load-test
+.PHONY: help run test test-fast test-lowest test-python lint format coverage-gate clean lock load-test
 .PHONY: manifests kube-tools
 .PHONY: image image-test image-scan tools
 
@@ -60,6 +60,12 @@ test-lowest: $(VENV)/.runtime ## unit tests on the lowest declared versions of t
 	$(LOWEST)/venv/bin/pip install --quiet --disable-pip-version-check --no-deps $(LOWEST)/pcf_api-*.whl
 	$(LOWEST)/venv/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
+# The unit and integration tests on another Debian suite's own Python (trixie: 3.13), in a
+# throwaway container (scripts/test-python.sh; root and podman or docker). .ci/run runs it.
+TEST_SUITE ?= trixie
+test-python: ## unit and integration tests on Debian 13's Python 3.13 (in a container)
+	scripts/test-python.sh $(TEST_SUITE)
+
 test: lint $(VENV)/.dev ## the whole suite: lint, unit, integration, coverage gates
 	rm -f .coverage .coverage.*
 	$(BIN)/pytest --cov --cov-report= -q
@@ -108,15 +114,17 @@ tools: .venv-tools/.installed ## install the image linters into .venv-tools
 # Existing pins are kept (uv prefers the versions already in the output file); `uv pip compile
 # --upgrade-package NAME` moves one. lowest.lock is re-resolved from scratch each time: the lowest
 # versions pyproject admits for the runtime dependencies, plus the unit tests' own tools
-# (LOWEST_TOOLS) at their dev.lock versions, for `make test-lowest`.
+# (LOWEST_TOOLS) at their dev.lock versions, for `make test-lowest`. main, dev and build are
+# universal (markers instead of one interpreter's answers): the same pins serve Python 3.11 on the
+# host and 3.13 in the image.
 LOWEST_TOOLS := pytest|pytest-timeout|hypothesis|import-linter
 lock: ## re-resolve the lock files (needs uv)
-	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements/main.lock
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements/dev.lock
+	uv pip compile pyproject.toml --universal --generate-hashes --python-version 3.11 -o requirements/main.lock
+	uv pip compile pyproject.toml --extra dev --universal --generate-hashes --python-version 3.11 -o requirements/dev.lock
 	sed -n -E 's/^($(LOWEST_TOOLS))==([^ ]+).*/\1==\2/p' requirements/dev.lock \
 		| uv pip compile pyproject.toml - --resolution lowest-direct --upgrade --generate-hashes \
 			--python-version 3.11 -o requirements/lowest.lock
-	uv pip compile requirements/build.in --generate-hashes --python-version 3.11 -o requirements/build.lock
+	uv pip compile requirements/build.in --universal --generate-hashes --python-version 3.11 -o requirements/build.lock
 	uv pip compile requirements/tools.in --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements/tools.lock
 
 clean: ## remove the virtualenv and caches

@@ -8,7 +8,10 @@
 # Environment (all optional):
 #   IMAGE                 tag (default localhost/pcf-api:dev, or ...:dev-arm64 for a foreign arch)
 #   PLATFORM              target platform (default: this machine's)
-#   BASE_IMAGE            builder base (default debian:bookworm-slim, pulled by the engine)
+#   BASE_IMAGE            builder base, whose Debian suite the image is made of (default
+#                         debian:bookworm-slim, pulled by the engine; with --local-base,
+#                         localhost/debian:bookworm-slim, or the suite BASE_IMAGE names, built
+#                         by debian-base.sh)
 #   PCF_LOCAL_BASE=1      same as --local-base: build the base with debootstrap (no registry)
 #   PIP_CA                CA bundle handed to pip as the build secret pip_ca (default: the
 #                         system bundle, so a TLS-intercepting proxy works; never in a layer)
@@ -51,8 +54,8 @@ max_mb="${MAX_MB:-50}"
 max_compressed_mb="${MAX_COMPRESSED_MB:-50}"
 
 if [[ "$local_base" == 1 ]]; then
-    bash scripts/debian-base.sh localhost/debian:bookworm-slim
     BASE_IMAGE="${BASE_IMAGE:-localhost/debian:bookworm-slim}"
+    bash scripts/debian-base.sh "$BASE_IMAGE"
 fi
 base_image="${BASE_IMAGE:-debian:bookworm-slim}"
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Make a local debian:bookworm-slim equivalent for machines that cannot pull from a registry.
+# Make a local debian:<suite>-slim equivalent for machines that cannot pull from a registry.
 #
 #   scripts/debian-base.sh [IMAGE]        default IMAGE: localhost/debian:bookworm-slim
 #
-# The official debian:bookworm-slim is itself a debootstrap --variant=minbase tree; this builds
+# The suite is the tag's first word (trixie-slim -> trixie, bookworm-slim -> bookworm). The
+# official debian:<suite>-slim is itself a debootstrap --variant=minbase tree; this builds
 # the same from the Debian mirror that the machine's apt sources already use and imports it. The
 # root file system is cached as a tarball in ${PCF_CACHE_DIR:-/var/cache/pcf-api}, so a rerun
 # only imports (seconds). Needs root and debootstrap. Only the build machine's own architecture
@@ -15,7 +16,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 pcf_pick_engine || { echo "debian-base: no container engine" >&2; exit 1; }
 
 image="${1:-localhost/debian:bookworm-slim}"
-suite=bookworm
+tag="${image##*:}"
+suite="${tag%%-*}"
 arch="$(dpkg --print-architecture)"
 cache_dir="${PCF_CACHE_DIR:-/var/cache/pcf-api}"
 tarball="$cache_dir/debian-$suite-minbase-$arch.tar"
@@ -45,18 +47,26 @@ if [[ ! -s "$tarball" ]]; then
     command -v debootstrap >/dev/null || { echo "debian-base: install debootstrap" >&2; exit 1; }
     mkdir -p "$cache_dir"
     rootfs="$(mktemp -d "$cache_dir/rootfs.XXXXXX")"
+    chmod 755 "$rootfs"  # the image's /: mktemp makes it 0700, which locks out every other user
     trap 'rm -rf "$rootfs"' EXIT
     echo "debian-base: debootstrap $suite ($arch) from $mirror"
     started=$SECONDS
     debootstrap --variant=minbase --arch="$arch" "$suite" "$rootfs" "$mirror" >"$cache_dir/debootstrap.log" 2>&1 \
         || { tail -20 "$cache_dir/debootstrap.log" >&2; exit 1; }
-    # Same sources as the machine (suite, updates and security), as the official image has.
+    # The machine's sources (suite, updates and security), as the official image has, with the
+    # machine's own suite name replaced by the base's (a bookworm machine building trixie).
+    host_suite="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
     rm -f "$rootfs/etc/apt/sources.list"
     for file in "${sources[@]}"; do
         case "$file" in
-            /etc/apt/sources.list) cp "$file" "$rootfs/etc/apt/sources.list" ;;
-            *) cp "$file" "$rootfs/etc/apt/sources.list.d/" ;;
+            /etc/apt/sources.list) target="$rootfs/etc/apt/sources.list" ;;
+            *) target="$rootfs/etc/apt/sources.list.d/$(basename "$file")" ;;
         esac
+        if [[ -n "$host_suite" && "$host_suite" != "$suite" ]]; then
+            perl -pe "s/(?<![\\w-])\Q$host_suite\E(?=[\\s-]|\\z)/$suite/g" "$file" >"$target"
+        else
+            cp "$file" "$target"
+        fi
     done
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log
     tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .

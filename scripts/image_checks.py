@@ -9,7 +9,7 @@ Checks, each reported as PASS or FAIL with what it found:
   no-setuid    no setuid or setgid file
   writable     nothing world-writable but /tmp (sticky)
   secrets      no private key, credential file or well-known token pattern in any file,
-               including the members of zip files (site-packages.zip, python311.zip)
+               including the members of zip files (site-packages.zip, python3NN.zip)
 Exits 1 when a check fails. Standard library only.
 """
 
@@ -49,7 +49,6 @@ PACKAGE_MANAGERS = {
     "dpkg-query",
     "pip",
     "pip3",
-    "pip3.11",
     "easy_install",
     "apk",
     "yum",
@@ -155,7 +154,11 @@ def check_no_package_manager(image: Image) -> list[str]:
     found = [
         f"/{p}"
         for p, e in image.files.items()
-        if e.kind != "dir" and PurePosixPath(p).name in PACKAGE_MANAGERS
+        if e.kind != "dir"
+        and (
+            PurePosixPath(p).name in PACKAGE_MANAGERS
+            or re.fullmatch(r"pip3\.\d+", PurePosixPath(p).name)
+        )
     ]
     found += [f"/{p}" for p in image.files if p in ("var/lib/dpkg/status", "usr/bin/apt")]
     for path, entry in image.files.items():

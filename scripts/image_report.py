@@ -14,15 +14,19 @@ import argparse
 import collections
 import io
 import json
+import re
 import sys
 import tarfile
 import zipfile
 import zlib
 from pathlib import PurePosixPath
 
-SITE = "usr/local/lib/python3.11/dist-packages/"
-SITE_ZIP = SITE + "site-packages.zip"
-STDLIB_ZIP = "usr/lib/python311.zip"
+# Any Python 3 the image carries (Debian 12's 3.11, Debian 13's 3.13, ...).
+SITE = re.compile(r"usr/local/lib/python3\.\d+/dist-packages/")
+SITE_ZIP = re.compile(SITE.pattern + r"site-packages\.zip")
+STDLIB_ZIP = re.compile(r"usr/lib/python3\d+\.zip")
+STDLIB = re.compile(r"usr/lib/python3\.\d+/")
+INTERPRETER = re.compile(r"usr/bin/python3\.\d+")
 MB = 1_000_000
 
 
@@ -54,7 +58,7 @@ def layer_files(data: bytes) -> tuple[dict[str, tuple[int, bytes | None]], list[
                 whiteouts.append(str(PurePosixPath(path).parent / base[4:]))
                 continue
             if member.isfile():
-                keep = path in (SITE_ZIP, STDLIB_ZIP)
+                keep = bool(SITE_ZIP.fullmatch(path) or STDLIB_ZIP.fullmatch(path))
                 content = layer.extractfile(member).read() if keep else None  # type: ignore[union-attr]
                 files[path] = (member.size, content)
             elif member.issym() or member.islnk():
@@ -63,10 +67,10 @@ def layer_files(data: bytes) -> tuple[dict[str, tuple[int, bytes | None]], list[
 
 
 FIXED_CATEGORIES = (
-    (lambda p: p == STDLIB_ZIP, "stdlib: python311.zip"),
-    (lambda p: p.startswith("usr/lib/python3.11/lib-dynload/"), "stdlib: lib-dynload"),
-    (lambda p: p.startswith("usr/lib/python3.11/"), "stdlib: other files"),
-    (lambda p: p == "usr/bin/python3.11", "interpreter: /usr/bin/python3.11"),
+    (lambda p: bool(STDLIB_ZIP.fullmatch(p)), "stdlib: python3NN.zip"),
+    (lambda p: bool(STDLIB.match(p)) and "/lib-dynload/" in p, "stdlib: lib-dynload"),
+    (lambda p: bool(STDLIB.match(p)), "stdlib: other files"),
+    (lambda p: bool(INTERPRETER.fullmatch(p)), "interpreter: /usr/bin/python3.N"),
     (lambda p: p.startswith("usr/local/bin/"), "application (pcf_api)"),
     (lambda p: p.startswith("usr/share/doc/"), "Debian copyright files"),
     (lambda p: p.startswith("var/lib/dpkg/"), "Debian package declarations"),
@@ -86,8 +90,9 @@ def site_category(rest: str) -> str:
 
 def category(path: str) -> str:
     """Where a file's bytes count in the report."""
-    if path.startswith(SITE):
-        return site_category(path[len(SITE) :])
+    site = SITE.match(path)
+    if site:
+        return site_category(path[site.end() :])
     for matches, label in FIXED_CATEGORIES:
         if matches(path):
             return label
@@ -185,10 +190,10 @@ def print_groups(final: dict[str, tuple[int, bytes | None]]) -> dict[str, int]:
 
 def print_zips(final: dict[str, tuple[int, bytes | None]]) -> dict[str, dict[str, tuple[int, int]]]:
     zips = {}
-    for label, path in (("site-packages.zip", SITE_ZIP), ("python311.zip", STDLIB_ZIP)):
-        content = final.get(path, (0, None))[1]
-        if content is None:
+    for path, (_, content) in sorted(final.items()):
+        if content is None or not (SITE_ZIP.fullmatch(path) or STDLIB_ZIP.fullmatch(path)):
             continue
+        label = PurePosixPath(path).name
         breakdown = zip_breakdown(content)
         zips[label] = breakdown
         print(f"\n{label} by top-level package (stored / unpacked, largest first):")

@@ -37,8 +37,9 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-PY = "3.11"
-PYTAG = "311"
+# The image runs the Python that runs this script: the builder's Debian python3.X.
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+PYTAG = f"{sys.version_info.major}{sys.version_info.minor}"
 STDLIB = Path(f"usr/lib/python{PY}")
 STDLIB_ZIP = Path(f"usr/lib/python{PYTAG}.zip")
 SITE = Path(f"usr/local/lib/python{PY}/dist-packages")
@@ -47,6 +48,9 @@ NATIVE_FINDER = "_pcf_native"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 LIB_DIRS = ("lib/{t}", "usr/lib/{t}", "lib", "usr/lib")
+# On a merged-/usr Debian (13 on) these are symlinks into /usr and packages ship files only there,
+# while ELF interpreters still name the old paths (/lib64/ld-linux-x86-64.so.2).
+MERGED_DIRS = ("bin", "sbin", "lib", "lib64")
 
 PASSWD = (
     "root:x:0:0:root:/root:/sbin/nologin\n"
@@ -527,6 +531,16 @@ def strip_all(root: Path, arch: str) -> None:
 # runtime: interpreter, standard library, shared libraries, Debian metadata
 
 
+def merge_usr_alias(out: Path, top: str) -> None:
+    """Make /top the symlink to usr/top that a merged-/usr system has."""
+    alias = out / top
+    if alias.is_symlink():
+        return
+    if alias.exists():
+        raise SystemExit(f"/{top} holds files, but a package ships /usr/{top} for a merged /usr")
+    alias.symlink_to(f"usr/{top}")
+
+
 class Packages:
     """Debian packages extracted side by side, each remembering its control data."""
 
@@ -561,8 +575,18 @@ class Packages:
         return None
 
     def take(self, relative: str, out: Path) -> str:
-        """Copy one path (following a chain of symlinks, each kept as a symlink) into out."""
+        """Copy one path (following a chain of symlinks, each kept as a symlink) into out.
+
+        A path no package ships but its /usr twin (merged /usr) is taken from there, and its
+        top directory becomes the symlink into /usr.
+        """
         found = self.find(relative)
+        top = relative.split("/", 1)[0]
+        if found is None and top in MERGED_DIRS:
+            found = self.find(f"usr/{relative}")
+            if found is not None:
+                merge_usr_alias(out, top)
+                relative = f"usr/{relative}"
         if found is None:
             raise SystemExit(f"no Debian package provides /{relative}")
         name, path = found
@@ -646,8 +670,10 @@ def cmd_runtime(args: argparse.Namespace) -> None:
     packages = Packages(args.debs, work / "stage", wanted)
     stdlib_config = config["stdlib"]
 
-    # The interpreter.
+    # The interpreter, and /usr/bin/python3 as Debian's python3-minimal links it: probes and
+    # debugging commands need not know the minor version.
     packages.take(f"usr/bin/python{PY}", out)
+    (out / "usr/bin/python3").symlink_to(f"python{PY}")
 
     # The standard library: merge the two packages' trees, prune, keep lib-dynload as files,
     # zip the rest (sourceless bytecode) into the path entry Python always looks at.

@@ -34,7 +34,7 @@ def test_arm64_image_is_arm64_and_imports_everything(engine: Engine, arm64_image
         "--arch",
         "arm64",
         "--entrypoint",
-        "/usr/bin/python3.11",
+        "/usr/bin/python3",
         arm64_image,
         "-I",
         "-c",

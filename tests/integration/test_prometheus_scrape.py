@@ -33,7 +33,7 @@ from support.redis import PrivateRedis, private_redis
 from support.servers import DEV_JSON, ServerFactory, free_port
 from support.wsclient import SubscriptionClient
 
-pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.host_only]  # prometheus
 
 TARGET_LABELS = {"namespace": "pcf-test", "service": "pcf-api", "environment": "development"}
 CREATE = "mutation($i: CreateNoteInput!) { createNote(input: $i) { id } }"

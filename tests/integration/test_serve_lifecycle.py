@@ -123,6 +123,7 @@ async def _loop_on_keep_alive(port: int, signalled: list[float]) -> _Tally:
             connection = None
 
 
+@pytest.mark.host_only  # the drain's socket filter needs CAP_NET_ADMIN
 def test_sigterm_under_keep_alive_load_loses_no_request_and_closes_every_drained_connection(
     server_factory: ServerFactory,
 ) -> None:

@@ -18,11 +18,11 @@ import psycopg
 
 from support.servers import free_port
 
-BIN = (
-    Path("/usr/lib/postgresql")
-    / next(iter(sorted(os.listdir("/usr/lib/postgresql"))), "15")
-    / "bin"
-)
+
+def server_bin() -> Path:
+    """The bin directory of Debian's newest installed PostgreSQL server."""
+    versions = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: int(v) if v.isdigit() else 0)
+    return Path("/usr/lib/postgresql") / versions[-1] / "bin"
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -39,7 +39,15 @@ class PrivateCluster:
             shutil.chown(self.base, "postgres", "postgres")
         subprocess.run(
             _as_postgres(
-                [str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]
+                [
+                    str(server_bin() / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                ]
             ),
             check=True,
             capture_output=True,
@@ -82,7 +90,7 @@ class PrivateCluster:
         subprocess.run(
             _as_postgres(
                 [
-                    str(BIN / "pg_ctl"),
+                    str(server_bin() / "pg_ctl"),
                     "-D",
                     str(self.data),
                     "-l",
@@ -99,14 +107,18 @@ class PrivateCluster:
 
     def stop(self) -> None:
         subprocess.run(
-            _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+            _as_postgres(
+                [str(server_bin() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            ),
             check=True,
             capture_output=True,
         )
 
     def destroy(self) -> None:
         subprocess.run(
-            _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+            _as_postgres(
+                [str(server_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
+            ),
             check=False,
             capture_output=True,
         )

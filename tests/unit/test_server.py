@@ -57,6 +57,7 @@ def test_the_young_generation_threshold_is_raised_and_the_others_kept(
     assert gc.get_threshold() == (25_000, middle, old)
 
 
+@pytest.mark.host_only  # the socket filter needs CAP_NET_ADMIN
 def test_a_listener_told_to_ignore_new_connections_still_hands_over_those_it_queued() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

@@ -687,7 +687,7 @@ def test_helm_test_pod() -> None:
     pod = one(objects, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     container = pod["spec"]["containers"][0]
-    assert container["command"][:2] == ["/usr/bin/python3.11", "-I"]
+    assert container["command"][:2] == ["/usr/bin/python3", "-I"]
     assert env_of(container)["PCF_TEST_URL"] == "http://pcf-api.pcf-api.svc:80"
     script = one(objects, "ConfigMap", "pcf-api-test")["data"]["check.py"]
     assert script == (CHART / "files" / "helm-test.py").read_text()

@@ -185,7 +185,7 @@ def test_the_helm_test_script_passes_against_it(pod: str, tmp_path: Path) -> Non
         "-v", f"{secret_file}:/var/run/secrets/pcf-api/hs256-secret:ro",
         "-e", f"PCF_TEST_URL={pod}",
         "-e", "PCF_AUTH__HS256_SECRET_FILE=/var/run/secrets/pcf-api/hs256-secret",
-        "--entrypoint", "/usr/bin/python3.11", IMAGE, "-I", "/etc/pcf-api-test/check.py",
+        "--entrypoint", "/usr/bin/python3", IMAGE, "-I", "/etc/pcf-api-test/check.py",
     )  # fmt: skip
     assert '{"notes": {"totalCount": 0}}' in output
 

@@ -139,6 +139,7 @@ def _npm_ci_if_needed(npm: str) -> None:
     assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.host_only  # node and npm
 def test_the_javascript_graphql_ws_client_prints_the_next_note_created(
     reader: Checkout, tmp_path: Path
 ) -> None:

@@ -79,6 +79,7 @@ async def test_the_specified_metrics_are_exported_with_bounded_labels(database_u
     assert 'external_service_health{critical="true",service="database"} 1.0' in text
 
 
+@pytest.mark.host_only  # promtool
 async def test_promtool_finds_the_exposition_clean(database_url: str) -> None:
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool is part of the test toolchain (apt: prometheus)"
