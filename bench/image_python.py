@@ -35,6 +35,7 @@ from bench.graphql import (
     BENCH_USER,
     NOTES_QUERY,
     ROOT,
+    WARMUP_SECONDS,
     WrkResult,
     free_port,
     graphql_post,
@@ -42,8 +43,6 @@ from bench.graphql import (
     seeded_database,
     wrk_script,
 )
-
-WARMUP_SECONDS = 2
 
 
 @dataclass
